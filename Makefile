@@ -1,0 +1,50 @@
+# Two commands matter: `make run` (the whole mesh on embedded servers) and `make test`.
+# Everything else is a step they depend on.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+SITE    = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+PROTOS := $(wildcard protos/tiktok/v1/*.proto)
+
+.PHONY: run test unit lint protos bench clean distclean
+
+run: $(VENV)/.installed gen/.stamp
+	$(PY) -m stack run
+
+test: $(VENV)/.installed gen/.stamp
+	$(PY) -m pytest
+
+unit: $(VENV)/.installed gen/.stamp
+	$(PY) -m pytest tests/unit
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+protos: gen/.stamp
+
+bench: $(VENV)/.installed gen/.stamp
+	$(PY) -m bench
+
+# The venv, the pinned dependencies, and a .pth so `python -m <svc>` finds the repo and gen/.
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > "$(SITE)/tiktok_mesh.pth"
+	touch $@
+
+# Python stubs + .pyi into gen/, plus the descriptor set the Envoy transcoder reads.
+gen/.stamp: $(VENV)/.installed $(PROTOS)
+	rm -rf gen && mkdir -p gen
+	$(PY) -m grpc_tools.protoc -Iprotos \
+	  --python_out=gen --grpc_python_out=gen --pyi_out=gen \
+	  --include_imports --include_source_info --descriptor_set_out=gen/tiktok.pb \
+	  $(PROTOS)
+	touch $@
+
+clean:
+	rm -rf gen .pytest_cache .ruff_cache
+
+distclean: clean
+	rm -rf $(VENV) .data

@@ -1,0 +1,1 @@
+"""activity_svc: users and sign-in, follows, likes, favorites, comments, counters, events."""

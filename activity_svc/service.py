@@ -1,0 +1,90 @@
+"""ActivityService servicer: validate the request, call the store, build the reply.
+
+Methods of later issues are inherited from the generated base class and answer UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from psycopg_pool import AsyncConnectionPool
+
+from activity_svc import rules, store
+from activity_svc.credentials import Passwords, TokenIssuer
+from mesh.errors import AlreadyExists, NotFound, Unauthenticated
+from mesh.validation import parse_uuid
+from tiktok.v1 import activity_pb2, activity_pb2_grpc, common_pb2
+
+log = logging.getLogger("activity_svc")
+
+WRONG_CREDENTIALS = "handle or password is wrong"
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def user_message(row: store.UserRow) -> common_pb2.User:
+    # follower/following/video counts arrive with the counters (a later issue): 0 until then
+    return common_pb2.User(
+        user_id=str(row.user_id),
+        handle=row.handle,
+        display_name=row.display_name,
+        created_at=_timestamp(row.created_at),
+    )
+
+
+class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
+    def __init__(self, pool: AsyncConnectionPool, passwords: Passwords, tokens: TokenIssuer) -> None:
+        self.pool = pool
+        self.passwords = passwords
+        self.tokens = tokens
+
+    def _session(self, row: store.UserRow) -> activity_pb2.Session:
+        token = self.tokens.issue(str(row.user_id))
+        return activity_pb2.Session(
+            user=user_message(row),
+            access_token=token.token,
+            expires_at=_timestamp(token.expires_at),
+        )
+
+    async def CreateUser(self, request, context):  # noqa: N802, ANN001, ANN201
+        handle = rules.check_handle(request.handle)
+        password = rules.check_password(request.password)
+        display_name = rules.check_display_name(request.display_name, handle)
+        password_hash = await self.passwords.hash(password)
+        async with self.pool.connection() as conn:
+            row = await store.insert_user(conn, handle, display_name, password_hash)
+        if row is None:
+            raise AlreadyExists(f"handle {handle!r} is already taken")
+        log.info("user created", extra={"new_user_id": str(row.user_id)})
+        return self._session(row)
+
+    async def CreateSession(self, request, context):  # noqa: N802, ANN001, ANN201
+        # Malformed input is still a client mistake worth naming; only the outcome of a
+        # well-formed attempt is kept vague.
+        rules.check_handle(request.handle)
+        if not request.password:
+            rules.check_password(request.password)
+        async with self.pool.connection() as conn:
+            row = await store.user_by_handle(conn, request.handle)
+        ok = await self.passwords.verify(row.password_hash if row else None, request.password)
+        if row is None or not ok:
+            raise Unauthenticated(WRONG_CREDENTIALS)
+        if self.passwords.needs_rehash(row.password_hash):
+            new_hash = await self.passwords.hash(request.password)
+            async with self.pool.connection() as conn:
+                await store.update_password_hash(conn, row.user_id, new_hash)
+        return self._session(row)
+
+    async def GetUser(self, request, context):  # noqa: N802, ANN001, ANN201
+        user_id = parse_uuid(request.user_id, "user_id")
+        async with self.pool.connection() as conn:
+            row = await store.user_by_id(conn, user_id)
+        if row is None:
+            raise NotFound("user", request.user_id)
+        return user_message(row)

@@ -1,0 +1,23 @@
+"""python -m feed_svc: serves FeedService (health, reflection, graceful shutdown).
+
+The methods are not built yet: the generated base servicer answers UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mesh.server import Registrar, run_service
+from mesh.settings import Settings
+from tiktok.v1 import feed_pb2_grpc
+
+
+@asynccontextmanager
+async def setup(settings: Settings) -> AsyncIterator[Registrar]:
+    servicer = feed_pb2_grpc.FeedServiceServicer()
+    yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(servicer, server)
+
+
+if __name__ == "__main__":
+    run_service("feed", setup)

@@ -1,0 +1,58 @@
+"""Domain errors: small typed exceptions the services raise; one interceptor maps them to gRPC.
+
+Messages are written for the client developer who will read them in a 4xx body: they say what
+was wrong and, where it helps, what is allowed. They never carry internals.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class DomainError(Exception):
+    """Base: a client-visible failure with a gRPC status code and a readable message."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(DomainError):
+    """A request field is malformed or out of range; the message names the field."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+
+    def __init__(self, kind: str, ident: str) -> None:
+        super().__init__(f"{kind} {ident} not found")
+
+
+class AlreadyExists(DomainError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class PermissionDenied(DomainError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unauthenticated(DomainError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(DomainError):
+    """A dependency (database, cache, storage) is down or too slow; the call may be retried."""
+
+    code = grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,182 @@
+"""The one server interceptor: request context, error mapping, a log line and metrics per RPC.
+
+Servicers raise ``DomainError`` subclasses and let everything else propagate; this module turns
+them into gRPC statuses. Unexpected exceptions become INTERNAL with a request id the client can
+quote; the traceback goes to the log only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import psycopg
+import psycopg_pool
+import redis.exceptions
+from prometheus_client import Histogram
+
+from mesh.errors import DomainError
+from mesh.logs import request_id_var, user_id_var
+
+log = logging.getLogger("mesh.rpc")
+
+RPC_SECONDS = Histogram(
+    "grpc_server_handling_seconds",
+    "Time to handle one RPC, by method and status code.",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+# Failures of a dependency, not of the request: the client may retry (DESIGN: degraded modes).
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg_pool.PoolTimeout,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    TimeoutError,
+)
+
+# Probes are not traffic: no log line, no histogram sample.
+_QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+USER_ID_HEADER = "x-user-id"
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+class _Call:
+    """Bookkeeping for one RPC: sets the log context, maps errors, records the outcome."""
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.method = method
+        self.context = context
+        headers = _metadata(context)
+        self.request_id = headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        self.user_id = headers.get(USER_ID_HEADER) or None
+        self.code = grpc.StatusCode.OK
+        self.start = time.perf_counter()
+        self._tokens = (request_id_var.set(self.request_id), user_id_var.set(self.user_id))
+
+    async def fail(self, exc: BaseException) -> None:
+        """Aborts the RPC with the status ``exc`` maps to. Always raises."""
+        if isinstance(exc, DomainError):
+            self.code = exc.code
+            await self.context.abort(exc.code, exc.message)
+        if isinstance(exc, NotImplementedError):
+            # the generated base servicer raises this for methods a later issue implements
+            self.code = grpc.StatusCode.UNIMPLEMENTED
+            await self.context.abort(self.code, f"{self.method} is not implemented yet")
+        if isinstance(exc, DEPENDENCY_ERRORS):
+            self.code = grpc.StatusCode.UNAVAILABLE
+            log.warning("dependency unavailable: %r", exc)
+            await self.context.abort(
+                self.code, "a backing service is unavailable; retry in a moment"
+            )
+        self.code = grpc.StatusCode.INTERNAL
+        log.error("unhandled exception in %s", self.method, exc_info=exc)
+        await self.context.abort(
+            self.code, f"internal error; quote request id {self.request_id} when reporting it"
+        )
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            self.code = grpc.StatusCode.CANCELLED
+        elif exc is not None and self.code == grpc.StatusCode.OK:
+            # an abort() raised by the servicer itself carries its code on the context
+            self.code = self.context.code() or grpc.StatusCode.UNKNOWN
+        elapsed = time.perf_counter() - self.start
+        RPC_SECONDS.labels(self.method, self.code.name).observe(elapsed)
+        log.info(
+            "rpc",
+            extra={
+                "method": self.method,
+                "code": self.code.name,
+                "duration_ms": round(elapsed * 1000, 3),
+            },
+        )
+        request_id_var.reset(self._tokens[0])
+        user_id_var.reset(self._tokens[1])
+
+
+def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = _Call(method, context)
+        exc: BaseException | None = None
+        try:
+            return await inner(request, context)
+        except grpc.aio.AbortError as e:
+            exc = e
+            raise
+        except BaseException as e:  # noqa: BLE001 - mapped, logged, re-raised as a status
+            exc = e
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            await call.fail(e)
+        finally:
+            call.finish(exc)
+
+    return handler
+
+
+def _wrap_streaming(
+    method: str, inner: Callable[..., AsyncIterator[Any]]
+) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = _Call(method, context)
+        exc: BaseException | None = None
+        try:
+            async for reply in inner(request, context):
+                yield reply
+        except grpc.aio.AbortError as e:
+            exc = e
+            raise
+        except BaseException as e:  # noqa: BLE001
+            exc = e
+            if isinstance(e, asyncio.CancelledError | GeneratorExit):
+                raise
+            await call.fail(e)
+        finally:
+            call.finish(exc)
+
+    return handler
+
+
+class MeshInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every handler of the server; probes (health, reflection) pass through untouched."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(_QUIET_PREFIXES):
+            return handler
+        codec = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(method, handler.unary_unary), **codec
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(method, handler.stream_unary), **codec
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_streaming(method, handler.unary_stream), **codec
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_streaming(method, handler.stream_stream), **codec
+        )

@@ -1,0 +1,61 @@
+"""The access-token signing key (Ed25519) and the JWKS Envoy verifies tokens with.
+
+activity_svc signs with the private key; Envoy's jwt_authn filter reads the public half as a
+local JWKS file. Locally the launcher creates the key pair on first run under ``.data/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+ALGORITHM = "EdDSA"
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def ensure_signing_key(path: Path) -> None:
+    """Creates an Ed25519 private key at ``path`` (mode 0600) unless one is there."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    tmp.replace(path)
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path}: expected an Ed25519 private key (PKCS#8 PEM)")
+    return key
+
+
+def public_jwk(key: Ed25519PrivateKey) -> dict[str, str]:
+    """The public JWK of ``key``; ``kid`` is its RFC 7638 thumbprint."""
+    x = _b64url(
+        key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
+    kid = _b64url(hashlib.sha256(canonical.encode()).digest())
+    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": ALGORITHM, "use": "sig"}
+
+
+def write_jwks(private_key_file: Path, jwks_file: Path) -> None:
+    """Writes the JWKS holding the public half of ``private_key_file``."""
+    jwks_file.parent.mkdir(parents=True, exist_ok=True)
+    jwks = {"keys": [public_jwk(load_signing_key(private_key_file))]}
+    jwks_file.write_text(json.dumps(jwks, indent=2) + "\n")

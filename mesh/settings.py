@@ -1,0 +1,118 @@
+"""Settings: every knob of the mesh, read once from the environment into one frozen object.
+
+No other module reads ``os.environ``: ``__main__`` of each process builds ``Settings`` and
+passes it down. Defaults are the local ones; production sets the variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One service of the mesh: its package, its gRPC service name and its default ports."""
+
+    name: str  # short name, also the Postgres schema: "activity"
+    package: str  # python -m <package>
+    grpc_service: str  # fully qualified proto service
+    grpc_port: int  # default for instance 0
+    metrics_port: int  # default for instance 0
+
+    @property
+    def env_prefix(self) -> str:
+        return self.name.upper()
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("activity", "activity_svc", "tiktok.v1.ActivityService", 50051, 9151),
+    ServiceSpec("upload", "upload_svc", "tiktok.v1.UploadService", 50052, 9152),
+    ServiceSpec("feed", "feed_svc", "tiktok.v1.FeedService", 50053, 9153),
+    ServiceSpec("precache", "precache_svc", "tiktok.v1.PrecacheService", 50054, 9154),
+)
+SERVICES_BY_NAME: dict[str, ServiceSpec] = {s.name: s for s in SERVICES}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The environment of one process. Field names match the variables, lower-cased."""
+
+    data_dir: Path
+    bind_host: str
+    database_url: str
+    database_replica_url: str
+    redis_url: str
+    s3_endpoint: str
+    s3_bucket: str
+    s3_access_key: str
+    s3_secret_key: str
+    s3_public_url: str
+    cdn_base_url: str
+    jwt_private_key_file: Path
+    jwt_issuer: str
+    jwt_audience: str
+    jwt_ttl_seconds: int
+    edge_port: int
+    internal_host: str
+    internal_port: int
+    hot_creator_followers: int
+    log_level: str
+    # per signed-in user at the edge: sustained requests per second, and the burst allowed
+    rate_limit_per_second: int
+    rate_limit_burst: int
+    # seconds a stopping server stays up answering NOT_SERVING so Envoy can take it out
+    shutdown_drain_seconds: float
+    # seconds in-flight RPCs get to finish after that
+    shutdown_grace_seconds: float
+    grpc_ports: Mapping[str, int]
+    metrics_ports: Mapping[str, int]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("DATA_DIR", ".data")).resolve()
+        database_url = env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:54320/postgres")
+        edge_port = int(env.get("EDGE_PORT", "8080"))
+        return cls(
+            data_dir=data_dir,
+            bind_host=env.get("BIND_HOST", "127.0.0.1"),
+            database_url=database_url,
+            database_replica_url=env.get("DATABASE_REPLICA_URL") or database_url,
+            redis_url=env.get("REDIS_URL", "redis://127.0.0.1:63790/0"),
+            s3_endpoint=env.get("S3_ENDPOINT", "http://127.0.0.1:8333"),
+            s3_bucket=env.get("S3_BUCKET", "videos"),
+            s3_access_key=env.get("S3_ACCESS_KEY", "tiktok-local"),
+            s3_secret_key=env.get("S3_SECRET_KEY", "tiktok-local-secret"),
+            s3_public_url=env.get("S3_PUBLIC_URL", f"http://127.0.0.1:{edge_port}"),
+            cdn_base_url=env.get("CDN_BASE_URL", f"http://127.0.0.1:{edge_port}/media"),
+            jwt_private_key_file=Path(
+                env.get("JWT_PRIVATE_KEY_FILE") or data_dir / "jwt" / "signing-key.pem"
+            ),
+            jwt_issuer=env.get("JWT_ISSUER", "tiktok-local"),
+            jwt_audience=env.get("JWT_AUDIENCE", "tiktok-api"),
+            jwt_ttl_seconds=int(env.get("JWT_TTL_SECONDS", "86400")),
+            edge_port=edge_port,
+            internal_host=env.get("INTERNAL_HOST", "127.0.0.1"),
+            internal_port=int(env.get("INTERNAL_PORT", "8081")),
+            hot_creator_followers=int(env.get("HOT_CREATOR_FOLLOWERS", "10000")),
+            log_level=env.get("LOG_LEVEL", "INFO").upper(),
+            rate_limit_per_second=int(env.get("RATE_LIMIT_PER_SECOND", "50")),
+            rate_limit_burst=int(env.get("RATE_LIMIT_BURST", "100")),
+            shutdown_drain_seconds=float(env.get("SHUTDOWN_DRAIN_SECONDS", "1.5")),
+            shutdown_grace_seconds=float(env.get("SHUTDOWN_GRACE_SECONDS", "5")),
+            grpc_ports={
+                s.name: int(env.get(f"{s.env_prefix}_GRPC_PORT", s.grpc_port)) for s in SERVICES
+            },
+            metrics_ports={
+                s.name: int(env.get(f"{s.env_prefix}_METRICS_PORT", s.metrics_port))
+                for s in SERVICES
+            },
+        )
+
+    @property
+    def internal_target(self) -> str:
+        """Where services reach each other: the internal Envoy listener, never an instance."""
+        return f"{self.internal_host}:{self.internal_port}"

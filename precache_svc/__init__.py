@@ -1,0 +1,1 @@
+"""precache_svc: see ARCHITECTURE.md. Its methods answer UNIMPLEMENTED until their issue lands."""

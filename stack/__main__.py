@@ -1,0 +1,110 @@
+"""python -m stack run: the whole mesh on embedded servers, until Ctrl-C or SIGTERM.
+
+    python -m stack run [--data-dir .data] [--instances activity=2 --instances feed=2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from stack.launcher import Stack
+from stack.procs import ProcessFailed
+from stack.topology import Topology
+
+BANNER = """
+The mesh is up.
+  edge (REST + gRPC)     http://127.0.0.1:{edge}
+  internal (gRPC only)   127.0.0.1:{internal}
+  services               {services}
+  Envoy admin            http://127.0.0.1:{edge_admin} (edge), http://127.0.0.1:{internal_admin} (internal)
+  state                  {data}    logs: {data}/logs/
+
+Try it:
+  curl -s -XPOST localhost:{edge}/v1/users -d '{{"handle":"ana","password":"correct horse","display_name":"Ana"}}'
+  curl -s -XPOST localhost:{edge}/v1/sessions -d '{{"handle":"ana","password":"correct horse"}}'
+  curl -s localhost:{edge}/v1/users/<user_id>
+  .venv/bin/grpcurl -plaintext localhost:{activity} list
+  .venv/bin/grpcurl -plaintext -import-path protos -proto tiktok/v1/activity.proto \\
+      -d '{{"handle":"ana","password":"correct horse"}}' localhost:{edge} tiktok.v1.ActivityService/CreateSession
+
+Ctrl-C stops everything.
+"""
+
+
+def parse_counts(pairs: list[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for pair in pairs:
+        name, _, n = pair.partition("=")
+        if not n.isdigit() or int(n) < 1:
+            raise SystemExit(f"--instances wants service=N with N >= 1, got {pair!r}")
+        counts[name] = int(n)
+    return counts
+
+
+def run(args: argparse.Namespace) -> int:
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    topo = Topology.local(Path(args.data_dir).resolve(), parse_counts(args.instances))
+    print(f"starting the mesh (state in {topo.data_dir})", flush=True)
+    stack = Stack(topo, os.environ, durable=True, progress=lambda line: print(line, flush=True))
+    try:
+        stack.start()
+    except ProcessFailed as e:
+        print(f"\nstart failed: {e}", file=sys.stderr)
+        return 1
+    if stopping:  # a signal arrived while starting
+        stack.stop()
+        return 0
+    print(
+        BANNER.format(
+            edge=topo.edge_port,
+            internal=topo.internal_port,
+            edge_admin=topo.edge_admin_port,
+            internal_admin=topo.internal_admin_port,
+            services=", ".join(f"{i.name}:{i.grpc_port}" for i in topo.instances),
+            activity=topo.instances_of("activity")[0].grpc_port,
+            data=topo.data_dir,
+        ),
+        flush=True,
+    )
+    reported: set[str] = set()
+    while not stopping:
+        for proc in stack.dead():
+            if proc.name not in reported:
+                reported.add(proc.name)
+                print(f"!! {proc.name} exited; last lines:\n{proc.log_tail(10)}", flush=True)
+        time.sleep(0.2)
+    print("\nstopping...", flush=True)
+    t0 = time.monotonic()
+    stack.stop()
+    print(f"stopped in {time.monotonic() - t0:.1f}s", flush=True)
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="run the whole mesh on embedded servers")
+    run_p.add_argument("--data-dir", default=os.environ.get("DATA_DIR", ".data"))
+    run_p.add_argument(
+        "--instances", action="append", default=[], metavar="SERVICE=N",
+        help="instances of a service (default 1 each), e.g. activity=2",
+    )  # fmt: skip
+    args = parser.parse_args()
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Generates the edge and internal Envoy configs from one template.
+
+The route table comes from the proto contract itself: a method with a ``google.api.http``
+annotation is public (routed on the edge), ``(tiktok.v1.anonymous)`` makes its token optional,
+and ``idempotency_level`` decides how boldly Envoy may retry it. Clusters come from the same
+topology the launcher starts, one endpoint per instance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from google.api import annotations_pb2 as http_annotations
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.descriptor_pb2 import MethodOptions
+
+from mesh.settings import SERVICES, Settings
+from stack.topology import HOST, Topology
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml.j2"
+
+SAFE_LEVELS = (MethodOptions.NO_SIDE_EFFECTS, MethodOptions.IDEMPOTENT)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One gRPC method as Envoy routes it."""
+
+    path: str  # /tiktok.v1.ActivityService/CreateUser (the transcoder rewrites REST to this)
+    cluster: str
+    public: bool  # has an HTTP mapping: routed on the edge
+    anonymous: bool  # token optional (a bad token is still refused)
+    idempotent: bool  # may be retried even after it reached a server
+    streaming: bool
+
+
+def _method_route(method: MethodDescriptor, cluster: str) -> Route:
+    from tiktok.v1 import annotations_pb2
+
+    options = method.GetOptions()
+    return Route(
+        path=f"/{method.containing_service.full_name}/{method.name}",
+        cluster=cluster,
+        public=options.HasExtension(http_annotations.http),
+        anonymous=options.Extensions[annotations_pb2.anonymous],
+        idempotent=options.idempotency_level in SAFE_LEVELS,
+        streaming=method.client_streaming or method.server_streaming,
+    )
+
+
+def contract_routes() -> list[Route]:
+    """Every method of the four services, read from the generated descriptors."""
+    from tiktok.v1 import activity_pb2, feed_pb2, precache_pb2, upload_pb2
+
+    files = (activity_pb2, upload_pb2, feed_pb2, precache_pb2)
+    services = {
+        svc.full_name: svc for f in files for svc in f.DESCRIPTOR.services_by_name.values()
+    }
+    routes = []
+    for spec in SERVICES:
+        service = services[spec.grpc_service]
+        routes += [_method_route(m, spec.name) for m in service.methods]
+    return routes
+
+
+def render_envoy_configs(
+    topo: Topology, jwks_path: Path, descriptor_path: Path, settings: Settings
+) -> dict[str, Path]:
+    """Writes ``edge.yaml`` and ``internal.yaml`` under ``<data>/envoy/``; returns their paths."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE.parent),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["json"] = json.dumps
+    template = env.get_template(TEMPLATE.name)
+    routes = contract_routes()
+    out_dir = topo.data_dir / "envoy"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    common = {
+        "host": HOST,
+        "services": SERVICES,
+        "instances": {s.name: topo.instances_of(s.name) for s in SERVICES},
+        "jwks_path": str(jwks_path),
+        "descriptor_path": str(descriptor_path),
+        "jwt_issuer": settings.jwt_issuer,
+        "jwt_audience": settings.jwt_audience,
+        "log_dir": str(topo.data_dir / "logs"),
+        "rate_limit_per_second": settings.rate_limit_per_second,
+        "rate_limit_burst": settings.rate_limit_burst,
+    }
+    paths = {}
+    for role, port, admin_port, role_routes in (
+        ("edge", topo.edge_port, topo.edge_admin_port, [r for r in routes if r.public]),
+        ("internal", topo.internal_port, topo.internal_admin_port, routes),
+    ):
+        path = out_dir / f"{role}.yaml"
+        path.write_text(
+            template.render(
+                role=role, port=port, admin_port=admin_port, routes=role_routes, **common
+            )
+        )
+        paths[role] = path
+    return paths

@@ -1,0 +1,201 @@
+"""The stack: embedded servers, the four services, and both Envoys, started in dependency order,
+each waited for with a deadline, and stopped in reverse order.
+
+``make run`` and the pytest session both use ``Stack``; only the topology differs (fixed
+documented ports and a durable ``.data/`` versus free ports and a throwaway directory).
+A server whose URL is already in the environment (``DATABASE_URL``, ``REDIS_URL``,
+``S3_ENDPOINT``) is not started: the services use the managed one.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh.clients import s3_client
+from mesh.jwtkeys import ensure_signing_key, write_jwks
+from mesh.settings import Settings
+from stack import servers
+from stack.envoy_config import render_envoy_configs
+from stack.procs import Proc, stop_all
+from stack.topology import HOST, Instance, Topology
+
+ROOT = Path(__file__).resolve().parent.parent
+EXTERNAL_URLS = ("DATABASE_URL", "DATABASE_REPLICA_URL", "REDIS_URL", "S3_ENDPOINT")
+
+Progress = Callable[[str], None]
+
+
+def service_ready(port: int, grpc_service: str) -> bool:
+    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=grpc_service), timeout=1
+        )
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+class Stack:
+    """Starts and stops the whole mesh for one ``Topology``."""
+
+    def __init__(
+        self,
+        topo: Topology,
+        base_env: Mapping[str, str],
+        *,
+        durable: bool = True,
+        progress: Progress = lambda line: None,
+    ) -> None:
+        self.topo = topo
+        self.durable = durable
+        self.progress = progress
+        self.base_env = dict(base_env)
+        self.env = self._environment(base_env)
+        self.settings = Settings.from_env(self.env)
+        # started processes by layer, so stop() can go in reverse
+        self.layers: list[list[Proc]] = []
+        self.services: dict[str, Proc] = {}  # instance name → process
+
+    def _environment(self, base_env: Mapping[str, str]) -> dict[str, str]:
+        """The variables every service process gets: DESIGN's configuration, filled in."""
+        t = self.topo
+        env = dict(base_env)
+        env.setdefault("DATABASE_URL", servers.postgres_url(t.postgres_port))
+        env.setdefault("REDIS_URL", f"redis://{HOST}:{t.redis_port}/0")
+        env.setdefault("S3_ENDPOINT", f"http://{HOST}:{t.seaweed.s3}")
+        env.update(
+            DATA_DIR=str(t.data_dir),
+            EDGE_PORT=str(t.edge_port),
+            INTERNAL_PORT=str(t.internal_port),
+            INTERNAL_HOST=HOST,
+            PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
+            PYTHONUNBUFFERED="1",
+        )
+        env.setdefault("JWT_PRIVATE_KEY_FILE", str(t.data_dir / "jwt" / "signing-key.pem"))
+        return env
+
+    def _own(self, variable: str) -> bool:
+        """True when the stack runs this server itself (its URL was not given)."""
+        return variable not in self.base_env
+
+    # --- start -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Brings the whole mesh up; on any failure stops what it started and raises."""
+        t0 = time.monotonic()
+        try:
+            self.topo.data_dir.mkdir(parents=True, exist_ok=True)
+            self._prepare_keys()
+            self._start_stores()
+            self._start_services()
+            self._start_envoys()
+        except BaseException:
+            self.stop()
+            raise
+        self.progress(f"mesh ready in {time.monotonic() - t0:.1f}s")
+
+    def _prepare_keys(self) -> None:
+        key = self.settings.jwt_private_key_file
+        ensure_signing_key(key)
+        write_jwks(key, self.jwks_path)
+
+    @property
+    def jwks_path(self) -> Path:
+        return self.topo.data_dir / "envoy" / "jwks.json"
+
+    def _start_stores(self) -> None:
+        s = self.settings
+        wanted: list[tuple[Proc, Callable[[], bool]]] = []
+        if self._own("DATABASE_URL"):
+            pg = servers.postgres(self.topo, durable=self.durable)
+            wanted.append((pg, lambda: servers.postgres_ready(s.database_url)))
+        if self._own("REDIS_URL"):
+            wanted.append((servers.valkey(self.topo), lambda: servers.valkey_ready(s.redis_url)))
+        if self._own("S3_ENDPOINT"):
+            weed = servers.seaweedfs(self.topo, s.s3_access_key, s.s3_secret_key)
+            wanted.append((weed, lambda: servers.s3_ready(s.s3_endpoint)))
+        self._start_layer(wanted, timeout=60)
+        # the bucket may take a moment after the gateway answers: the filer must be up too
+        bucket_probe = Proc("s3-bucket", [], self.topo.data_dir / "logs" / "seaweedfs.log")
+        client = s3_client(s)
+        took = bucket_probe.wait_ready(lambda: servers.ensure_bucket(client, s.s3_bucket), 60, 0.2)
+        self.progress(f"  {'bucket':<18} ready {took:5.1f}s  s3://{s.s3_bucket}")
+
+    def _start_services(self) -> None:
+        wanted = []
+        for inst in self.topo.instances:
+            proc = self._service_proc(inst)
+            self.services[inst.name] = proc
+            wanted.append((proc, lambda i=inst: service_ready(i.grpc_port, i.spec.grpc_service)))
+        self._start_layer(wanted, timeout=60)
+
+    def _service_proc(self, inst: Instance) -> Proc:
+        prefix = inst.spec.env_prefix
+        env = dict(self.env)
+        env[f"{prefix}_GRPC_PORT"] = str(inst.grpc_port)
+        env[f"{prefix}_METRICS_PORT"] = str(inst.metrics_port)
+        grace = self.settings.shutdown_drain_seconds + self.settings.shutdown_grace_seconds
+        return Proc(
+            inst.name,
+            [sys.executable, "-m", inst.spec.package],
+            self.topo.data_dir / "logs" / f"{inst.name}.log",
+            env=env,
+            cwd=ROOT,
+            stop_timeout=grace + 3,
+        )
+
+    def _start_envoys(self) -> None:
+        configs = render_envoy_configs(
+            self.topo, self.jwks_path, ROOT / "gen" / "tiktok.pb", self.settings
+        )
+        wanted = []
+        for role, admin in (("edge", self.topo.edge_admin_port),
+                            ("internal", self.topo.internal_admin_port)):  # fmt: skip
+            proc = servers.envoy(f"envoy-{role}", configs[role], self.topo)
+            wanted.append((proc, lambda a=admin: servers.envoy_ready(a)))
+        self._start_layer(wanted, timeout=30)
+
+    def _start_layer(self, wanted: list[tuple[Proc, Callable[[], bool]]], timeout: float) -> None:
+        """Starts a layer's processes together and waits until each one's probe passes."""
+        layer: list[Proc] = []
+        self.layers.append(layer)
+        for proc, _ in wanted:
+            proc.start()
+            layer.append(proc)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(len(wanted), 1)) as pool:
+            futures = {
+                proc.name: pool.submit(proc.wait_ready, probe, timeout) for proc, probe in wanted
+            }
+            for name, future in futures.items():
+                took = future.result()
+                self.progress(f"  {name:<18} ready {took:5.1f}s")
+
+    # --- run and stop ----------------------------------------------------------------------
+
+    def dead(self) -> list[Proc]:
+        """Processes that exited although nobody asked them to."""
+        return [p for layer in self.layers for p in layer if p.popen and not p.alive()]
+
+    def stop(self) -> None:
+        """Stops every layer, newest first; each layer's processes in parallel."""
+        while self.layers:
+            stop_all(self.layers.pop())
+
+    def restart_service(self, instance_name: str) -> Proc:
+        """Starts a fresh process for an instance (after it was stopped) and waits for it."""
+        inst = next(i for i in self.topo.instances if i.name == instance_name)
+        old = self.services[instance_name]
+        proc = self._service_proc(inst)
+        proc.start()
+        for layer in self.layers:
+            if old in layer:
+                layer[layer.index(old)] = proc
+        self.services[instance_name] = proc
+        proc.wait_ready(lambda: service_ready(inst.grpc_port, inst.spec.grpc_service), 30)
+        return proc

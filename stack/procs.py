@@ -1,0 +1,135 @@
+"""Child processes of the launcher: started in their own session (so a terminal's Ctrl-C reaches
+only the launcher, which then stops them in order), tied to the launcher's life with
+PR_SET_PDEATHSIG (so a killed launcher leaves no orphans), and logged to one file each."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec (after any uid switch, so it sticks).
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ProcessFailed(RuntimeError):
+    """A child exited or never became ready; the message carries the tail of its log."""
+
+
+@dataclass
+class Proc:
+    """One child process and how to stop it."""
+
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    env: Mapping[str, str] | None = None
+    cwd: Path | None = None
+    user: str | None = None  # switch to this system user (Postgres refuses to run as root)
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 10.0  # then SIGKILL
+    popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.popen = subprocess.Popen(
+                list(self.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(self.env) if self.env is not None else None,
+                cwd=self.cwd,
+                user=self.user,
+                group=self.user,
+                extra_groups=[] if self.user else None,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - the launcher forks from one thread
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def send(self, sig: int) -> None:
+        if self.alive():
+            assert self.popen is not None
+            self.popen.send_signal(sig)
+
+    def wait(self, timeout: float) -> bool:
+        """True when the process has exited within ``timeout`` seconds."""
+        if self.popen is None:
+            return True
+        try:
+            self.popen.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def kill(self) -> None:
+        self.send(signal.SIGKILL)
+        self.wait(5)
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_ready(self, probe: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:
+        """Polls ``probe`` until it returns True; returns the seconds it took.
+
+        Fails fast, with the log tail, when the process exits first.
+        """
+        start = time.monotonic()
+        deadline = start + timeout
+        while True:
+            if self.popen is not None and not self.alive():
+                raise ProcessFailed(
+                    f"{self.name} exited with {self.popen.returncode} before it was ready;"
+                    f" last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                if probe():
+                    return time.monotonic() - start
+            except Exception:  # noqa: BLE001, S110 - not ready yet is any failure
+                pass
+            if time.monotonic() > deadline:
+                raise ProcessFailed(
+                    f"{self.name} not ready after {timeout:.0f}s; last lines of"
+                    f" {self.log_path}:\n{self.log_tail()}"
+                )
+            time.sleep(interval)
+
+
+def stop_all(procs: Sequence[Proc]) -> None:
+    """Signals every process at once, then waits for each, killing stragglers at their timeout."""
+    for proc in procs:
+        proc.send(proc.stop_signal)
+    started = time.monotonic()
+    for proc in procs:
+        remaining = proc.stop_timeout - (time.monotonic() - started)
+        if not proc.wait(max(remaining, 0)):
+            proc.kill()
+
+
+def env_with(base: Mapping[str, str], **extra: str) -> dict[str, str]:
+    env = dict(base)
+    env.update(extra)
+    return env
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

