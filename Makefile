@@ -12,7 +12,7 @@ PROTOS := $(wildcard protos/tiktok/v1/*.proto)
 run: $(VENV)/.installed gen/.stamp
 	$(PY) -m stack run
 
-test: $(VENV)/.installed gen/.stamp
+test: lint gen/.stamp
 	$(PY) -m pytest
 
 unit: $(VENV)/.installed gen/.stamp

@@ -36,9 +36,10 @@ class Passwords:
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """True when ``password`` matches; a None hash (unknown user) costs the same and fails."""
         async with self._slots:
-            return await asyncio.to_thread(
-                self._verify_sync, password_hash or self._decoy, password
-            ) and password_hash is not None
+            return (
+                await asyncio.to_thread(self._verify_sync, password_hash or self._decoy, password)
+                and password_hash is not None
+            )
 
     def _verify_sync(self, password_hash: str, password: str) -> bool:
         try:
@@ -59,7 +60,9 @@ class AccessToken:
 class TokenIssuer:
     """Signs access tokens that Envoy's jwt_authn filter verifies against our JWKS."""
 
-    def __init__(self, key: Ed25519PrivateKey, issuer: str, audience: str, ttl_seconds: int) -> None:
+    def __init__(
+        self, key: Ed25519PrivateKey, issuer: str, audience: str, ttl_seconds: int
+    ) -> None:
         self._key = key
         self._kid = public_jwk(key)["kid"]
         self.issuer = issuer

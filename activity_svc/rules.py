@@ -7,7 +7,7 @@ import unicodedata
 
 from mesh.errors import InvalidArgument
 
-HANDLE = re.compile(r"^[a-z0-9_.]{3,30}$")
+HANDLE = re.compile(r"[a-z0-9_.]{3,30}")
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 DISPLAY_NAME_MAX = 50
 
@@ -15,7 +15,7 @@ DISPLAY_NAME_MAX = 50
 def check_handle(handle: str) -> str:
     if not handle:
         raise InvalidArgument("handle", "is required")
-    if not HANDLE.match(handle):
+    if not HANDLE.fullmatch(handle):
         raise InvalidArgument(
             "handle", "must be 3-30 characters of lower-case a-z, digits 0-9, '_' and '.'"
         )

@@ -39,7 +39,9 @@ def user_message(row: store.UserRow) -> common_pb2.User:
 
 
 class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
-    def __init__(self, pool: AsyncConnectionPool, passwords: Passwords, tokens: TokenIssuer) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, passwords: Passwords, tokens: TokenIssuer
+    ) -> None:
         self.pool = pool
         self.passwords = passwords
         self.tokens = tokens
@@ -52,7 +54,7 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
             expires_at=_timestamp(token.expires_at),
         )
 
-    async def CreateUser(self, request, context):  # noqa: N802, ANN001, ANN201
+    async def CreateUser(self, request, context):
         handle = rules.check_handle(request.handle)
         password = rules.check_password(request.password)
         display_name = rules.check_display_name(request.display_name, handle)
@@ -64,7 +66,7 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
         log.info("user created", extra={"new_user_id": str(row.user_id)})
         return self._session(row)
 
-    async def CreateSession(self, request, context):  # noqa: N802, ANN001, ANN201
+    async def CreateSession(self, request, context):
         # Malformed input is still a client mistake worth naming; only the outcome of a
         # well-formed attempt is kept vague.
         rules.check_handle(request.handle)
@@ -81,7 +83,7 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
                 await store.update_password_hash(conn, row.user_id, new_hash)
         return self._session(row)
 
-    async def GetUser(self, request, context):  # noqa: N802, ANN001, ANN201
+    async def GetUser(self, request, context):
         user_id = parse_uuid(request.user_id, "user_id")
         async with self.pool.connection() as conn:
             row = await store.user_by_id(conn, user_id)

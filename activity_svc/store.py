@@ -47,7 +47,9 @@ async def user_by_id(conn: AsyncConnection, user_id: uuid.UUID) -> UserRow | Non
     return await cur.fetchone()
 
 
-async def update_password_hash(conn: AsyncConnection, user_id: uuid.UUID, password_hash: str) -> None:
+async def update_password_hash(
+    conn: AsyncConnection, user_id: uuid.UUID, password_hash: str
+) -> None:
     await conn.execute(
         "UPDATE users SET password_hash = %s WHERE user_id = %s", [password_hash, user_id]
     )

@@ -24,5 +24,7 @@ def require_caller(context: grpc.aio.ServicerContext) -> str:
     """The caller's user id; UNAUTHENTICATED when the call carries no verified identity."""
     user_id = caller_id(context)
     if user_id is None:
-        raise Unauthenticated("this method needs a signed-in user: send Authorization: Bearer <token>")
+        raise Unauthenticated(
+            "this method needs a signed-in user: send Authorization: Bearer <token>"
+        )
     return user_id

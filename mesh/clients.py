@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import boto3
 import redis.asyncio as aioredis
+from botocore.config import Config
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from botocore.config import Config
 
 from mesh.settings import Settings
 
@@ -24,7 +24,7 @@ def redis_client(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
     )
 
 
-def s3_client(settings: Settings, *, endpoint: str | None = None):  # noqa: ANN201 - boto3 types
+def s3_client(settings: Settings, *, endpoint: str | None = None):
     """A boto3 S3 client (SigV4, path-style) for ``endpoint``, by default ``S3_ENDPOINT``.
 
     Presign with ``endpoint=settings.s3_public_url`` so the signed host is the one clients use.

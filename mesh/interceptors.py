@@ -115,7 +115,7 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
         except grpc.aio.AbortError as e:
             exc = e
             raise
-        except BaseException as e:  # noqa: BLE001 - mapped, logged, re-raised as a status
+        except BaseException as e:
             exc = e
             if isinstance(e, asyncio.CancelledError):
                 raise
@@ -138,7 +138,7 @@ def _wrap_streaming(
         except grpc.aio.AbortError as e:
             exc = e
             raise
-        except BaseException as e:  # noqa: BLE001
+        except BaseException as e:
             exc = e
             if isinstance(e, asyncio.CancelledError | GeneratorExit):
                 raise

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
-from typing import AsyncContextManager
+from contextlib import AbstractAsyncContextManager
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,7 +31,7 @@ log = logging.getLogger("mesh.server")
 Registrar = Callable[[grpc.aio.Server], None]
 # Opens the service's resources (pools, clients, background tasks), yields its Registrar, and
 # closes them on exit.
-Setup = Callable[[Settings], AsyncContextManager[Registrar]]
+Setup = Callable[[Settings], AbstractAsyncContextManager[Registrar]]
 
 SERVER_OPTIONS = [
     # A second process on the same port must fail loudly, not share it silently.
@@ -55,8 +55,11 @@ async def serve(spec: ServiceSpec, settings: Settings, setup: Setup) -> None:
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(
-            [spec.grpc_service, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME],
+            [
+                spec.grpc_service,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
             server,
         )
         address = f"{settings.bind_host}:{settings.grpc_ports[spec.name]}"

@@ -1,6 +1,6 @@
 """python -m stack run: the whole mesh on embedded servers, until Ctrl-C or SIGTERM.
 
-    python -m stack run [--data-dir .data] [--instances activity=2 --instances feed=2]
+python -m stack run [--data-dir .data] [--instances activity=2 --instances feed=2]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from mesh.settings import SERVICES_BY_NAME
 from stack.launcher import Stack
 from stack.procs import ProcessFailed
 from stack.topology import Topology
@@ -40,6 +41,10 @@ def parse_counts(pairs: list[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for pair in pairs:
         name, _, n = pair.partition("=")
+        if name not in SERVICES_BY_NAME:
+            raise SystemExit(
+                f"--instances: unknown service {name!r}; one of {list(SERVICES_BY_NAME)}"
+            )
         if not n.isdigit() or int(n) < 1:
             raise SystemExit(f"--instances wants service=N with N >= 1, got {pair!r}")
         counts[name] = int(n)

