@@ -7,7 +7,7 @@ PY     := $(BIN)/python
 SITE    = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PROTOS := $(wildcard protos/tiktok/v1/*.proto)
 
-.PHONY: run test unit lint protos bench clean distclean
+.PHONY: run test unit lint protos clean distclean
 
 run: $(VENV)/.installed gen/.stamp
 	$(PY) -m stack run
@@ -23,9 +23,6 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 
 protos: gen/.stamp
-
-bench: $(VENV)/.installed gen/.stamp
-	$(PY) -m bench
 
 # The venv, the pinned dependencies, and a .pth so `python -m <svc>` finds the repo and gen/.
 $(VENV)/.installed: requirements.txt
