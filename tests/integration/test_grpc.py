@@ -102,3 +102,18 @@ def test_every_instance_is_serving_and_reflects_its_service(stack: Stack) -> Non
         assert inst.spec.grpc_service in listed.stdout.split()
         r = grpcurl("-plaintext", target, "grpc.health.v1.Health/Check")
         assert json.loads(r.stdout) == {"status": "SERVING"}
+
+
+def test_each_instance_exports_rpc_latency_by_method_and_code(edge: Http, stack: Stack) -> None:
+    import urllib.request
+
+    user = sign_up(edge)
+    for _ in range(4):  # round robin: both instances see some
+        edge.get(f"/v1/users/{user.user_id}")
+    for inst in stack.topo.instances_of("activity"):
+        url = f"http://127.0.0.1:{inst.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        assert "grpc_server_handling_seconds_bucket" in text
+        assert 'method="/tiktok.v1.ActivityService/GetUser"' in text
+        assert 'code="OK"' in text
