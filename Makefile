@@ -4,7 +4,6 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
-SITE    = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PROTOS := $(wildcard protos/tiktok/v1/*.proto)
 
 .PHONY: run test unit lint protos clean distclean
@@ -28,7 +27,7 @@ protos: gen/.stamp
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
-	printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > "$(SITE)/tiktok_mesh.pth"
+	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "tiktok_mesh.pth").write_text("$(CURDIR)\n$(CURDIR)/gen\n")'
 	touch $@
 
 # Python stubs + .pyi into gen/, plus the descriptor set the Envoy transcoder reads.

@@ -77,3 +77,12 @@ def test_launcher_cli_rejects_bad_instance_counts() -> None:
     )  # fmt: skip
     assert r.returncode != 0
     assert "activity=0" in r.stderr
+
+
+def test_the_venv_finds_the_repo_and_generated_code_from_any_directory() -> None:
+    # `make run` starts the launcher with the venv's python: the .pth must point at the repo
+    r = subprocess.run(
+        [sys.executable, "-c", "import mesh, stack, activity_svc, tiktok.v1.activity_pb2"],
+        capture_output=True, text=True, cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
