@@ -4,21 +4,37 @@ PR_SET_PDEATHSIG (so a killed launcher leaves no orphans), and logged to one fil
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
+# Runs between the launcher and the real program: switch user if asked, ask the kernel for
+# SIGTERM when the launcher dies, then exec. Doing this in a shim instead of Popen's
+# preexec_fn/user= lets CPython spawn with vfork: a plain fork() would run gRPC's at-fork
+# handlers in the child, which abort when the launcher has live gRPC threads (the test session).
+_EXEC_SHIM = """
+import ctypes, os, pwd, signal, sys
+user, launcher, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+if user:
+    entry = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+if os.getppid() != launcher:
+    sys.exit("launcher exited before the child started")
+os.execvp(argv[0], argv)
+"""
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec (after any uid switch, so it sticks).
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def shim_argv(argv: Sequence[str], user: str | None = None) -> list[str]:
+    """``argv`` wrapped in the exec shim (optionally as ``user``)."""
+    return [sys.executable, "-S", "-c", _EXEC_SHIM, user or "", str(os.getpid()), *argv]
 
 
 class ProcessFailed(RuntimeError):
@@ -43,17 +59,13 @@ class Proc:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
-                list(self.argv),
+                shim_argv(self.argv, self.user),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(self.env) if self.env is not None else None,
                 cwd=self.cwd,
-                user=self.user,
-                group=self.user,
-                extra_groups=[] if self.user else None,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
             )
 
     @property

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from stack.procs import Proc, is_root
+from stack.procs import Proc, is_root, shim_argv
 from stack.topology import HOST, Topology
 
 PG_SYSTEM_USER = "embedded_postgres"
@@ -68,9 +68,7 @@ def postgres(topo: Topology, *, durable: bool) -> Proc:
             shutil.chown(pgdata, user, user)
         initdb = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "-U", "postgres",
                   "--auth=trust", "--encoding=UTF8", "--locale=C"]  # fmt: skip
-        groups = [] if user else None
-        subprocess.run(initdb, check=True, capture_output=True, user=user, group=user,
-                       extra_groups=groups)  # fmt: skip
+        subprocess.run(shim_argv(initdb, user), check=True, capture_output=True)
     argv = [
         str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata),
         "-c", f"listen_addresses={HOST}", "-p", str(topo.postgres_port),
