@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jinja2
 from google.api import annotations_pb2 as http_annotations
@@ -64,6 +65,18 @@ def contract_routes() -> list[Route]:
     return routes
 
 
+def _storage(settings: Settings) -> dict[str, object]:
+    from upload_svc.rules import MAX_UPLOAD_BYTES
+
+    endpoint = urlsplit(settings.s3_endpoint)
+    return {
+        "host": endpoint.hostname or HOST,
+        "port": endpoint.port or (443 if endpoint.scheme == "https" else 80),
+        "bucket": settings.s3_bucket,
+        "max_upload_bytes": MAX_UPLOAD_BYTES,
+    }
+
+
 def render_envoy_configs(
     topo: Topology, jwks_path: Path, descriptor_path: Path, settings: Settings
 ) -> dict[str, Path]:
@@ -89,6 +102,7 @@ def render_envoy_configs(
         "jwt_issuer": settings.jwt_issuer,
         "jwt_audience": settings.jwt_audience,
         "log_dir": str(topo.data_dir / "logs"),
+        "s3": _storage(settings),
         "rate_limit_per_second": settings.rate_limit_per_second,
         "rate_limit_burst": settings.rate_limit_burst,
     }
@@ -100,7 +114,12 @@ def render_envoy_configs(
         path = out_dir / f"{role}.yaml"
         path.write_text(
             template.render(
-                role=role, port=port, admin_port=admin_port, routes=role_routes, **common
+                role=role,
+                port=port,
+                admin_port=admin_port,
+                media_origin_port=topo.media_origin_port,
+                routes=role_routes,
+                **common,
             )
         )
         paths[role] = path

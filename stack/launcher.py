@@ -118,7 +118,7 @@ class Stack:
         if self._own("REDIS_URL"):
             wanted.append((servers.valkey(self.topo), lambda: servers.valkey_ready(s.redis_url)))
         if self._own("S3_ENDPOINT"):
-            weed = servers.seaweedfs(self.topo, s.s3_access_key, s.s3_secret_key)
+            weed = servers.seaweedfs(self.topo, s.s3_access_key, s.s3_secret_key, s.s3_bucket)
             wanted.append((weed, lambda: servers.s3_ready(s.s3_endpoint)))
         self._start_layer(wanted, timeout=60)
         # the bucket may take a moment after the gateway answers: the filer must be up too

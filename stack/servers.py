@@ -134,7 +134,7 @@ def valkey_ready(url: str) -> bool:
 # --- SeaweedFS (S3) ------------------------------------------------------------------------
 
 
-def seaweedfs(topo: Topology, access_key: str, secret_key: str) -> Proc:
+def seaweedfs(topo: Topology, access_key: str, secret_key: str, bucket: str) -> Proc:
     """master + volume + filer + S3 gateway in one process; only signed requests are allowed."""
     root = topo.data_dir / "seaweedfs"
     (root / "data").mkdir(parents=True, exist_ok=True)
@@ -147,7 +147,9 @@ def seaweedfs(topo: Topology, access_key: str, secret_key: str) -> Proc:
                         "name": "mesh",
                         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
                         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
+                    },
+                    # media is public (the edge serves /media/ to anyone); writes need a signature
+                    {"name": "anonymous", "actions": [f"Read:{bucket}"]},
                 ]
             },
             indent=2,
@@ -180,6 +182,7 @@ def seaweedfs(topo: Topology, access_key: str, secret_key: str) -> Proc:
             "-s3.port.lance=0",
             "-volume.max=100",
             "-master.volumeSizeLimitMB=64",
+            "-master.telemetry=false",  # no traffic leaves the machine
             "-master.peers=none",
             "-volume.preStopSeconds=0",
         ],

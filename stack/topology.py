@@ -52,6 +52,7 @@ class Topology:
     internal_port: int
     edge_admin_port: int
     internal_admin_port: int
+    media_origin_port: int  # the edge's origin listener behind its media cache
     instances: tuple[Instance, ...]
 
     def instances_of(self, service: str) -> tuple[Instance, ...]:
@@ -74,6 +75,7 @@ class Topology:
             internal_port=8081,
             edge_admin_port=9901,
             internal_admin_port=9902,
+            media_origin_port=9903,
             instances=instances,
         )
 
@@ -81,7 +83,7 @@ class Topology:
     def ephemeral(cls, data_dir: Path, counts: Mapping[str, int]) -> Topology:
         """Free ports for every listener (a test session next to a running ``make run``)."""
         n_instances = sum(counts.get(s.name, 1) for s in SERVICES)
-        ports = iter(free_ports(2 + 8 + 4 + 2 * n_instances))
+        ports = iter(free_ports(2 + 8 + 5 + 2 * n_instances))
         instances = tuple(
             Instance(spec, k, next(ports), next(ports))
             for spec in SERVICES
@@ -96,6 +98,7 @@ class Topology:
             internal_port=next(ports),
             edge_admin_port=next(ports),
             internal_admin_port=next(ports),
+            media_origin_port=next(ports),
             instances=instances,
         )
 

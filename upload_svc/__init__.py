@@ -1,1 +1,1 @@
-"""upload_svc: see ARCHITECTURE.md. Its methods answer UNIMPLEMENTED until their issue lands."""
+"""upload_svc: upload tickets (presigned PUT), probing, thumbnails, video metadata, events."""

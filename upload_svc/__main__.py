@@ -1,22 +1,52 @@
-"""python -m upload_svc: serves UploadService (health, reflection, graceful shutdown).
-
-The methods are not built yet: the generated base servicer answers UNIMPLEMENTED.
-"""
+"""python -m upload_svc: settings → migrations → pool, S3, Redis → background tasks → serve."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+from mesh.clients import redis_client, s3_client
+from mesh.db import apply_migrations, open_pool
+from mesh.outbox import OutboxRelay
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
+from mesh.tasks import every, running
 from tiktok.v1 import upload_pb2_grpc
+from upload_svc.janitor import remove_deleted_blobs, sweep_expired_uploads
+from upload_svc.service import Storage, UploadService
+
+SCHEMA = "upload"
+MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 @asynccontextmanager
 async def setup(settings: Settings) -> AsyncIterator[Registrar]:
-    servicer = upload_pb2_grpc.UploadServiceServicer()
-    yield lambda server: upload_pb2_grpc.add_UploadServiceServicer_to_server(servicer, server)
+    await apply_migrations(settings.database_url, SCHEMA, MIGRATIONS)
+    pool = await open_pool(settings.database_url, SCHEMA)
+    redis = redis_client(settings.redis_url)
+    client = s3_client(settings)
+    storage = Storage(
+        client=client,
+        presigner=s3_client(settings, endpoint=settings.s3_public_url),
+        bucket=settings.s3_bucket,
+        media_base_url=settings.cdn_base_url,
+    )
+    service = UploadService(pool, storage, redis)
+    relay = OutboxRelay(pool, redis, SCHEMA)
+    bucket = settings.s3_bucket
+    try:
+        async with running(
+            relay.run(),
+            every(60, "sweep expired uploads", lambda: sweep_expired_uploads(pool, client, bucket)),
+            every(5, "remove deleted blobs", lambda: remove_deleted_blobs(pool, client, bucket)),
+        ):
+            yield lambda server: upload_pb2_grpc.add_UploadServiceServicer_to_server(
+                service, server
+            )
+    finally:
+        await redis.aclose()
+        await pool.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,272 @@
+"""UploadService servicer: upload tickets, completing uploads into videos, reading and deleting.
+
+Video bytes never pass through this process on the REST path: clients PUT them to object
+storage with a presigned URL; this service checks, probes (ranged reads) and thumbnails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import botocore.exceptions
+import redis.asyncio as aioredis
+from google.protobuf import empty_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+from psycopg_pool import AsyncConnectionPool
+
+from mesh import keys
+from mesh.auth import require_caller
+from mesh.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from mesh.outbox import new_event, record_event
+from mesh.pagination import decode_token, encode_token
+from mesh.validation import page_size, parse_uuid
+from tiktok.v1 import common_pb2, events_pb2, upload_pb2, upload_pb2_grpc
+from upload_svc import rules, store
+from upload_svc.media import ProbeResult, RejectedMedia, S3RangeReader, probe_video
+
+log = logging.getLogger("upload_svc")
+
+MAX_BATCH = 500
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+@dataclass(frozen=True)
+class Storage:
+    """The bucket and the two S3 clients: one for our own calls, one that signs public URLs."""
+
+    client: Any
+    presigner: Any
+    bucket: str
+    media_base_url: str  # CDN_BASE_URL: where clients GET objects
+
+    def url(self, key: str) -> str:
+        return f"{self.media_base_url.rstrip('/')}/{key}"
+
+
+class UploadService(upload_pb2_grpc.UploadServiceServicer):
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        storage: Storage,
+        redis: aioredis.Redis,
+        probe_slots: int = 2,
+    ) -> None:
+        self.pool = pool
+        self.storage = storage
+        self.redis = redis
+        # probing decodes video: bound it so a burst of completions cannot exhaust CPU/memory
+        self.probe_slots = asyncio.Semaphore(probe_slots)
+
+    def video_message(self, row: store.VideoRow) -> common_pb2.Video:
+        # like/comment/favorite counts come from activity_svc (a later issue): 0 until then
+        return common_pb2.Video(
+            video_id=str(row.video_id),
+            creator_id=str(row.creator_id),
+            caption=row.caption,
+            playback_url=self.storage.url(row.object_key),
+            thumbnail_url=self.storage.url(row.thumbnail_key),
+            duration_ms=row.duration_ms,
+            size_bytes=row.size_bytes,
+            created_at=_timestamp(row.created_at),
+        )
+
+    # --- tickets --------------------------------------------------------------------------
+
+    async def CreateUpload(self, request, context):
+        owner = parse_uuid(require_caller(context), "caller")
+        content_type = rules.check_content_type(request.content_type)
+        size = rules.check_size(request.size_bytes)
+        upload_id = uuid.uuid4()  # random: media keys are public, so they must not be guessable
+        key = rules.video_key(str(upload_id))
+        now = datetime.now(UTC)
+        headers = {"Content-Type": content_type, "Cache-Control": rules.IMMUTABLE_CACHE_CONTROL}
+        url = await asyncio.to_thread(
+            self.storage.presigner.generate_presigned_url,
+            "put_object",
+            Params={
+                "Bucket": self.storage.bucket,
+                "Key": key,
+                "ContentType": content_type,
+                "CacheControl": rules.IMMUTABLE_CACHE_CONTROL,
+            },
+            ExpiresIn=rules.UPLOAD_URL_SECONDS,
+        )
+        async with self.pool.connection() as conn:
+            await store.insert_upload(
+                conn, upload_id, owner, key, content_type, size,
+                now + timedelta(seconds=rules.UPLOAD_TICKET_SECONDS),
+            )  # fmt: skip
+        return upload_pb2.Upload(
+            upload_id=str(upload_id),
+            upload_url=url,
+            upload_headers=headers,
+            expires_at=_timestamp(now + timedelta(seconds=rules.UPLOAD_URL_SECONDS)),
+        )
+
+    # --- completing -----------------------------------------------------------------------
+
+    async def CreateVideo(self, request, context):
+        caller = parse_uuid(require_caller(context), "caller")
+        upload_id = parse_uuid(request.upload_id, "upload_id")
+        caption = rules.check_caption(request.caption)
+        async with self.pool.connection() as conn:
+            upload = await store.upload_by_id(conn, upload_id)
+            if upload is None or upload.owner_id != caller:
+                # another user's ticket is indistinguishable from none
+                raise NotFound("upload", request.upload_id)
+            if upload.state == "published":
+                return await self._existing_video(conn, upload_id)
+        if upload.state == "rejected":
+            raise InvalidArgument(
+                "upload_id", f"this upload was rejected ({upload.rejected_reason}); start a new one"
+            )
+        if upload.expires_at < datetime.now(UTC):
+            raise NotFound("upload", f"{request.upload_id} (expired)")
+        probe = await self._check_object(upload)
+        return await self._publish(upload, caption, probe)
+
+    async def _existing_video(self, conn: Any, upload_id: uuid.UUID) -> common_pb2.Video:
+        video = await store.video_by_upload(conn, upload_id)
+        if video is None or video.deleted_at is not None:
+            raise NotFound("video for upload", str(upload_id))
+        return self.video_message(video)
+
+    async def _check_object(self, upload: store.UploadRow) -> ProbeResult:
+        """HEAD then probe the uploaded object; a bad object is deleted and the ticket rejected."""
+        s = self.storage
+        try:
+            head = await asyncio.to_thread(
+                s.client.head_object, Bucket=s.bucket, Key=upload.object_key
+            )
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise FailedPrecondition(
+                    "upload_id: nothing has been uploaded yet; PUT the bytes to upload_url first"
+                ) from None
+            raise
+        if head["ContentLength"] != upload.size_bytes:
+            await self._reject(
+                upload,
+                f"{head['ContentLength']} bytes were uploaded"
+                f" but {upload.size_bytes} were declared",
+            )
+        async with self.probe_slots:
+            reader = S3RangeReader(s.client, s.bucket, upload.object_key, upload.size_bytes)
+            try:
+                return await asyncio.to_thread(probe_video, reader, upload.content_type)
+            except RejectedMedia as e:
+                await self._reject(upload, str(e))
+                raise AssertionError("unreachable") from None
+
+    async def _reject(self, upload: store.UploadRow, reason: str) -> None:
+        """Deletes the object, marks the ticket rejected, and raises INVALID_ARGUMENT."""
+        s = self.storage
+        await asyncio.to_thread(s.client.delete_object, Bucket=s.bucket, Key=upload.object_key)
+        async with self.pool.connection() as conn:
+            await store.reject_upload(conn, upload.upload_id, reason)
+        log.info("upload rejected", extra={"upload_id": str(upload.upload_id), "reason": reason})
+        raise InvalidArgument("upload_id", reason)
+
+    async def _publish(
+        self, upload: store.UploadRow, caption: str, probe: ProbeResult
+    ) -> common_pb2.Video:
+        s = self.storage
+        thumb_key = rules.thumbnail_key(str(upload.upload_id))
+        await asyncio.to_thread(
+            s.client.put_object,
+            Bucket=s.bucket,
+            Key=thumb_key,
+            Body=probe.thumbnail_jpeg,
+            ContentType="image/jpeg",
+            CacheControl=rules.IMMUTABLE_CACHE_CONTROL,
+        )
+        async with self.pool.connection() as conn, conn.transaction():
+            video = await store.insert_video(
+                conn, upload, caption, thumb_key, probe.duration_ms, probe.width, probe.height
+            )
+            if video is None:  # a concurrent completion of the same upload won
+                return await self._existing_video(conn, upload.upload_id)
+            await store.mark_published(conn, upload.upload_id)
+            published = events_pb2.VideoPublished(
+                video_id=str(video.video_id),
+                creator_id=str(video.creator_id),
+                created_at=_timestamp(video.created_at),
+            )
+            await record_event(
+                conn, new_event("video.published", str(video.video_id), video_published=published)
+            )
+        message = self.video_message(video)
+        await self._write_card(message)
+        return message
+
+    async def _write_card(self, video: common_pb2.Video) -> None:
+        """The feed's hydration card. Best effort: the database stays the truth."""
+        try:
+            await self.redis.set(keys.video_card(video.video_id), video.SerializeToString())
+        except Exception as e:  # noqa: BLE001 - a missing card is rebuilt from Postgres
+            log.warning("video card not written: %r", e)
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def GetVideo(self, request, context):
+        video_id = parse_uuid(request.video_id, "video_id")
+        async with self.pool.connection() as conn:
+            video = await store.video_by_id(conn, video_id)
+        if video is None or video.deleted_at is not None:
+            raise NotFound("video", request.video_id)
+        return self.video_message(video)
+
+    async def ListUserVideos(self, request, context):
+        user_id = parse_uuid(request.user_id, "user_id")
+        size = page_size(request.page_size)
+        position = decode_token(request.page_token, f"videos:{user_id}")
+        after = parse_uuid(position[0], "page_token") if position else None
+        async with self.pool.connection() as conn:
+            rows = await store.videos_by_creator(conn, user_id, after, size + 1)
+        page, more = rows[:size], len(rows) > size
+        token = encode_token(f"videos:{user_id}", [str(page[-1].video_id)]) if more else ""
+        return upload_pb2.ListUserVideosResponse(
+            videos=[self.video_message(r) for r in page], next_page_token=token
+        )
+
+    async def BatchGetVideos(self, request, context):
+        if len(request.video_ids) > MAX_BATCH:
+            raise InvalidArgument("video_ids", f"at most {MAX_BATCH} ids per call")
+        ids = [parse_uuid(v, "video_ids") for v in request.video_ids]
+        async with self.pool.connection() as conn:
+            rows = await store.live_videos_by_ids(conn, ids)
+        return upload_pb2.BatchGetVideosResponse(videos=[self.video_message(r) for r in rows])
+
+    # --- delete ---------------------------------------------------------------------------
+
+    async def DeleteVideo(self, request, context):
+        caller = parse_uuid(require_caller(context), "caller")
+        video_id = parse_uuid(request.video_id, "video_id")
+        async with self.pool.connection() as conn, conn.transaction():
+            video = await store.video_by_id(conn, video_id)
+            if video is None or video.deleted_at is not None:
+                raise NotFound("video", request.video_id)
+            if video.creator_id != caller:
+                raise PermissionDenied("only the video's creator can delete it")
+            if await store.soft_delete_video(conn, video_id):
+                deleted = events_pb2.VideoDeleted(
+                    video_id=str(video_id), creator_id=str(video.creator_id)
+                )
+                await record_event(
+                    conn, new_event("video.deleted", str(video_id), video_deleted=deleted)
+                )
+        try:
+            await self.redis.delete(keys.video_card(str(video_id)))
+        except Exception as e:  # noqa: BLE001 - feeds also drop deleted ids via the event
+            log.warning("video card not deleted: %r", e)
+        return empty_pb2.Empty()
