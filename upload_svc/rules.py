@@ -16,6 +16,8 @@ IMMUTABLE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 UPLOAD_URL_SECONDS = 15 * 60
 UPLOAD_TICKET_SECONDS = 60 * 60
 MAX_CHUNK_BYTES = 1024 * 1024
+# streamed uploads are buffered into multipart parts of this size (S3's minimum is 5 MiB)
+PART_BYTES = 8 * 1024 * 1024
 
 # FFmpeg demuxer names each declared type may turn out to be
 CONTAINERS = {

@@ -216,6 +216,85 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         except Exception as e:  # noqa: BLE001 - a missing card is rebuilt from Postgres
             log.warning("video card not written: %r", e)
 
+    # --- streaming upload (internal callers) ----------------------------------------------
+
+    async def UploadVideo(self, request_iterator, context):
+        """Metadata first, then chunks of at most 1 MiB, streamed into a multipart upload; then
+        the same checks and publication as CreateVideo."""
+        caller = parse_uuid(require_caller(context), "caller")
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("part") != "metadata":
+            raise InvalidArgument("metadata", "the first message must carry the metadata")
+        meta = first.metadata
+        content_type = rules.check_content_type(meta.content_type)
+        size = rules.check_size(meta.size_bytes)
+        caption = rules.check_caption(meta.caption)
+        upload_id = uuid.uuid4()
+        key = rules.video_key(str(upload_id))
+        expires = datetime.now(UTC) + timedelta(seconds=rules.UPLOAD_TICKET_SECONDS)
+        async with self.pool.connection() as conn:
+            await store.insert_upload(conn, upload_id, caller, key, content_type, size, expires)
+            upload = await store.upload_by_id(conn, upload_id)
+        assert upload is not None
+        try:
+            await self._stream_to_storage(upload, request_iterator)
+        except BaseException as e:
+            async with self.pool.connection() as conn:
+                await store.reject_upload(conn, upload_id, f"the stream failed: {e}")
+            raise
+        probe = await self._check_object(upload)
+        return await self._publish(upload, caption, probe)
+
+    async def _stream_to_storage(self, upload: store.UploadRow, messages: Any) -> None:
+        s = self.storage
+        multipart = await asyncio.to_thread(
+            s.client.create_multipart_upload,
+            Bucket=s.bucket,
+            Key=upload.object_key,
+            ContentType=upload.content_type,
+            CacheControl=rules.IMMUTABLE_CACHE_CONTROL,
+        )
+        target = {"Bucket": s.bucket, "Key": upload.object_key, "UploadId": multipart["UploadId"]}
+        parts: list[dict[str, Any]] = []
+        buffer = bytearray()
+        received = 0
+
+        async def flush() -> None:
+            number = len(parts) + 1
+            reply = await asyncio.to_thread(
+                s.client.upload_part, PartNumber=number, Body=bytes(buffer), **target
+            )
+            parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+            buffer.clear()
+
+        try:
+            async for message in messages:
+                if message.WhichOneof("part") != "chunk":
+                    raise InvalidArgument("chunk", "only the first message carries metadata")
+                if len(message.chunk) > rules.MAX_CHUNK_BYTES:
+                    raise InvalidArgument("chunk", "must be at most 1 MiB per message")
+                received += len(message.chunk)
+                if received > upload.size_bytes:
+                    raise InvalidArgument(
+                        "chunk", f"more bytes than the declared size_bytes {upload.size_bytes}"
+                    )
+                buffer += message.chunk
+                if len(buffer) >= rules.PART_BYTES:
+                    await flush()
+            if received != upload.size_bytes:
+                raise InvalidArgument(
+                    "size_bytes",
+                    f"{received} bytes were sent but {upload.size_bytes} were declared",
+                )
+            if buffer or not parts:
+                await flush()
+            await asyncio.to_thread(
+                s.client.complete_multipart_upload, MultipartUpload={"Parts": parts}, **target
+            )
+        except BaseException:
+            await asyncio.to_thread(s.client.abort_multipart_upload, **target)
+            raise
+
     # --- reads ----------------------------------------------------------------------------
 
     async def GetVideo(self, request, context):

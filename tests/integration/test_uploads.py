@@ -371,3 +371,62 @@ def test_webm_is_accepted_when_declared_as_webm(edge: Http) -> None:
 def test_malformed_video_ids_are_400(edge: Http) -> None:
     assert edge.get("/v1/videos/nope").json()["message"].startswith("video_id:")
     assert edge.get(f"/v1/videos/{uuid.uuid4()}").status == 404
+
+
+# --- the client-streaming UploadVideo (internal listener) ------------------------------------
+
+
+def _stream(
+    internal_channel: Any, user_id: str, data: bytes, *, declared: int | None = None,
+    content_type: str = "video/mp4", chunk: int = 256 * 1024,
+) -> Any:  # fmt: skip
+    from tiktok.v1 import upload_pb2, upload_pb2_grpc
+
+    def messages() -> Any:
+        yield upload_pb2.UploadVideoRequest(
+            metadata=upload_pb2.UploadVideoMetadata(
+                content_type=content_type,
+                size_bytes=len(data) if declared is None else declared,
+                caption="streamed",
+            )
+        )
+        for i in range(0, len(data), chunk):
+            yield upload_pb2.UploadVideoRequest(chunk=data[i : i + chunk])
+
+    stub = upload_pb2_grpc.UploadServiceStub(internal_channel)
+    return stub.UploadVideo(messages(), metadata=[("x-user-id", user_id)], timeout=60)
+
+
+def test_streamed_upload_publishes_the_same_video(edge: Http, internal_channel: Any) -> None:
+    user = sign_up(edge)
+    data = make_clip(3, width=320, height=240)
+    video = _stream(internal_channel, user.user_id, data, chunk=4096)
+    assert video.creator_id == user.user_id and video.duration_ms == 3000
+    status, _, body = fetch(video.playback_url)
+    assert status == 200 and body == data
+    assert edge.get(f"/v1/videos/{video.video_id}").json()["caption"] == "streamed"
+
+
+def test_streamed_upload_rejects_bad_streams(edge: Http, internal_channel: Any) -> None:
+    import grpc
+
+    user = sign_up(edge)
+    data = clip()
+    for kwargs, field in (
+        ({"declared": len(data) - 1}, "chunk"),
+        ({"declared": len(data) + 1}, "size_bytes"),
+        ({"content_type": "video/avi"}, "content_type"),
+        ({"chunk": 2 * 1024 * 1024, "declared": None}, None),
+    ):
+        payload = os.urandom(3 * 1024 * 1024) if field is None else data
+        with pytest.raises(grpc.RpcError) as e:
+            _stream(internal_channel, user.user_id, payload, **kwargs)
+        assert e.value.code() in (
+            grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED
+        ), e.value  # fmt: skip
+        if field:
+            assert e.value.details().startswith(f"{field}:")
+    assert edge.get(f"/v1/users/{user.user_id}/videos").json()["videos"] == []
+    with pytest.raises(grpc.RpcError) as e:
+        _stream(internal_channel, "", data)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
