@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 PROTOS := $(wildcard protos/tiktok/v1/*.proto)
 
-.PHONY: run test unit lint protos clean distclean
+.PHONY: run test unit lint protos bench clean distclean
 
 run: $(VENV)/.installed gen/.stamp
 	$(PY) -m stack run
@@ -22,6 +22,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 
 protos: gen/.stamp
+
+# Benchmarks are not tests: each starts its own stack and writes bench/results/*.json.
+bench: $(VENV)/.installed gen/.stamp
+	$(PY) -m bench.uploads
 
 # The venv, the pinned dependencies, and a .pth so `python -m <svc>` finds the repo and gen/.
 $(VENV)/.installed: requirements.txt

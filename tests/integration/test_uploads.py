@@ -430,3 +430,24 @@ def test_streamed_upload_rejects_bad_streams(edge: Http, internal_channel: Any) 
     with pytest.raises(grpc.RpcError) as e:
         _stream(internal_channel, "", data)
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_upload_flow_with_generated_stubs_through_the_edge(edge: Http, edge_channel: Any) -> None:
+    from tiktok.v1 import upload_pb2, upload_pb2_grpc
+
+    user = sign_up(edge)
+    auth = [("authorization", f"Bearer {user.token}")]
+    stub = upload_pb2_grpc.UploadServiceStub(edge_channel)
+    data = clip()
+    up = stub.CreateUpload(
+        upload_pb2.CreateUploadRequest(content_type="video/mp4", size_bytes=len(data)),
+        metadata=auth,
+    )
+    assert put(up.upload_url, data, dict(up.upload_headers)) == 200
+    video = stub.CreateVideo(
+        upload_pb2.CreateVideoRequest(upload_id=up.upload_id, caption="via stubs"), metadata=auth
+    )
+    assert video.caption == "via stubs" and video.size_bytes == len(data)
+    assert stub.GetVideo(upload_pb2.GetVideoRequest(video_id=video.video_id)) == video
+    listed = stub.ListUserVideos(upload_pb2.ListUserVideosRequest(user_id=user.user_id))
+    assert [v.video_id for v in listed.videos] == [video.video_id]
