@@ -451,3 +451,37 @@ def test_upload_flow_with_generated_stubs_through_the_edge(edge: Http, edge_chan
     assert stub.GetVideo(upload_pb2.GetVideoRequest(video_id=video.video_id)) == video
     listed = stub.ListUserVideos(upload_pb2.ListUserVideosRequest(user_id=user.user_id))
     assert [v.video_id for v in listed.videos] == [video.video_id]
+
+
+def test_sweeper_removes_expired_tickets_and_their_objects(edge: Http, stack: Stack) -> None:
+    import asyncio
+
+    from mesh.db import open_pool
+    from upload_svc.janitor import sweep_expired_uploads
+
+    user = sign_up(edge)
+    up = ticket(edge, user, len(clip()))
+    assert put(up["upload_url"], clip(), up["upload_headers"]) == 200
+    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE upload.uploads SET expires_at = now() - interval '1 minute'"
+            " WHERE upload_id = %s",
+            [up["upload_id"]],
+        )
+
+    async def sweep() -> None:
+        pool = await open_pool(stack.settings.database_url, "upload", max_size=1)
+        try:
+            client = s3_client(stack.settings)
+            await sweep_expired_uploads(pool, client, stack.settings.s3_bucket)
+        finally:
+            await pool.close()
+
+    asyncio.run(sweep())
+    assert not object_exists(stack, upload_key(up["upload_id"]))
+    with psycopg.connect(stack.settings.database_url) as conn:
+        row = conn.execute(
+            "SELECT 1 FROM upload.uploads WHERE upload_id = %s", [up["upload_id"]]
+        ).fetchone()
+    assert row is None
+    assert complete(edge, user, up["upload_id"]).status == 404
