@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import botocore.exceptions
 import grpc
 import psycopg
 import psycopg_pool
@@ -38,6 +39,8 @@ DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     psycopg_pool.PoolTimeout,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    botocore.exceptions.ConnectionError,  # object storage unreachable or refusing connections
+    botocore.exceptions.HTTPClientError,  # ... or hanging (read timeouts)
     TimeoutError,
 )
 

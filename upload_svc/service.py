@@ -206,15 +206,21 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
                 conn, new_event("video.published", str(video.video_id), video_published=published)
             )
         message = self.video_message(video)
-        await self._write_card(message)
+        await self._write_cards([message])
         return message
 
-    async def _write_card(self, video: common_pb2.Video) -> None:
-        """The feed's hydration card. Best effort: the database stays the truth."""
+    async def _write_cards(self, videos: list[common_pb2.Video]) -> None:
+        """The feed's hydration cards (videos without counts). Best effort: the database stays
+        the truth, and a missing card is rebuilt by the next BatchGetVideos."""
+        if not videos:
+            return
         try:
-            await self.redis.set(keys.video_card(video.video_id), video.SerializeToString())
-        except Exception as e:  # noqa: BLE001 - a missing card is rebuilt from Postgres
-            log.warning("video card not written: %r", e)
+            pipe = self.redis.pipeline(transaction=False)
+            for video in videos:
+                pipe.set(keys.video_card(video.video_id), video.SerializeToString())
+            await pipe.execute()
+        except Exception as e:  # noqa: BLE001
+            log.warning("video cards not written: %r", e)
 
     # --- streaming upload (internal callers) ----------------------------------------------
 
@@ -324,7 +330,9 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         ids = [parse_uuid(v, "video_ids") for v in request.video_ids]
         async with self.pool.connection() as conn:
             rows = await store.live_videos_by_ids(conn, ids)
-        return upload_pb2.BatchGetVideosResponse(videos=[self.video_message(r) for r in rows])
+        videos = [self.video_message(r) for r in rows]
+        await self._write_cards(videos)  # callers come here for cards missing from Redis
+        return upload_pb2.BatchGetVideosResponse(videos=videos)
 
     # --- delete ---------------------------------------------------------------------------
 

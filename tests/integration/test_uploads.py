@@ -12,6 +12,7 @@ from functools import cache
 from typing import Any
 
 import botocore.exceptions
+import grpc
 import psycopg
 import pytest
 import redis
@@ -210,6 +211,15 @@ def test_publish_and_delete_become_events_and_cards(edge: Http, stack: Stack) ->
         return found
 
     assert eventually(lambda: events_for(video["video_id"]) == ["video.published"])
+    # a lost card is rebuilt from Postgres by the batch read the feed uses
+    from tiktok.v1 import upload_pb2, upload_pb2_grpc
+
+    client.delete(keys.video_card(video["video_id"]))
+    with grpc.insecure_channel(f"127.0.0.1:{stack.topo.internal_port}") as channel:
+        upload_pb2_grpc.UploadServiceStub(channel).BatchGetVideos(
+            upload_pb2.BatchGetVideosRequest(video_ids=[video["video_id"], str(uuid.uuid4())])
+        )
+    assert client.get(keys.video_card(video["video_id"])) == card
     edge.request("DELETE", f"/v1/videos/{video['video_id']}", token=user.token)
     eventually(lambda: events_for(video["video_id"]) == ["video.published", "video.deleted"])
     assert client.get(keys.video_card(video["video_id"])) is None
