@@ -88,16 +88,16 @@ def unique_handle(prefix: str = "u") -> str:
 
 
 @dataclass(frozen=True)
-class TestUser:
+class SignedUpUser:
     user_id: str
     handle: str
     password: str
     token: str
 
 
-def sign_up(http: Http, prefix: str = "u", password: str = "correct horse") -> TestUser:
+def sign_up(http: Http, prefix: str = "u", password: str = "correct horse") -> SignedUpUser:
     handle = unique_handle(prefix)
     r = http.post("/v1/users", {"handle": handle, "password": password, "display_name": handle})
     assert r.status == 200, r.body
     body = r.json()
-    return TestUser(body["user"]["user_id"], handle, password, body["access_token"])
+    return SignedUpUser(body["user"]["user_id"], handle, password, body["access_token"])

@@ -21,7 +21,7 @@ from mesh import keys
 from mesh.clients import s3_client
 from stack.launcher import Stack
 from tests.clips import make_clip, make_png
-from tests.helpers import Http, TestUser, eventually, sign_up
+from tests.helpers import Http, SignedUpUser, eventually, sign_up
 from tiktok.v1 import common_pb2, events_pb2
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -50,7 +50,7 @@ def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[st
         return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
 
 
-def ticket(edge: Http, user: TestUser, size: int, content_type: str = "video/mp4") -> dict:
+def ticket(edge: Http, user: SignedUpUser, size: int, content_type: str = "video/mp4") -> dict:
     r = edge.post(
         "/v1/uploads", {"content_type": content_type, "size_bytes": size}, token=user.token
     )
@@ -58,11 +58,11 @@ def ticket(edge: Http, user: TestUser, size: int, content_type: str = "video/mp4
     return r.json()
 
 
-def complete(edge: Http, user: TestUser, upload_id: str, caption: str = "hello") -> Any:
+def complete(edge: Http, user: SignedUpUser, upload_id: str, caption: str = "hello") -> Any:
     return edge.post("/v1/videos", {"upload_id": upload_id, "caption": caption}, token=user.token)
 
 
-def publish(edge: Http, user: TestUser, data: bytes | None = None, caption: str = "hi") -> dict:
+def publish(edge: Http, user: SignedUpUser, data: bytes | None = None, caption: str = "hi") -> dict:
     data = clip() if data is None else data
     up = ticket(edge, user, len(data))
     assert put(up["upload_url"], data, up["upload_headers"]) == 200
