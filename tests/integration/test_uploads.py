@@ -80,6 +80,16 @@ def object_exists(stack: Stack, key: str) -> bool:
         return False
 
 
+def expire_ticket(stack: Stack, upload_id: str) -> None:
+    """Moves a ticket's expiry into the past (the clock is the database's)."""
+    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE upload.uploads SET expires_at = now() - interval '1 minute'"
+            " WHERE upload_id = %s",
+            [upload_id],
+        )
+
+
 def upload_key(upload_id: str) -> str:
     return f"v/{upload_id}"
 
@@ -306,12 +316,7 @@ def test_an_expired_ticket_is_404(edge: Http, stack: Stack) -> None:
     user = sign_up(edge)
     up = ticket(edge, user, len(clip()))
     assert put(up["upload_url"], clip(), up["upload_headers"]) == 200
-    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE upload.uploads SET expires_at = now() - interval '1 minute'"
-            " WHERE upload_id = %s",
-            [up["upload_id"]],
-        )
+    expire_ticket(stack, up["upload_id"])
     r = complete(edge, user, up["upload_id"])
     assert r.status == 404 and "expired" in r.json()["message"]
 
@@ -472,12 +477,7 @@ def test_sweeper_removes_expired_tickets_and_their_objects(edge: Http, stack: St
     user = sign_up(edge)
     up = ticket(edge, user, len(clip()))
     assert put(up["upload_url"], clip(), up["upload_headers"]) == 200
-    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE upload.uploads SET expires_at = now() - interval '1 minute'"
-            " WHERE upload_id = %s",
-            [up["upload_id"]],
-        )
+    expire_ticket(stack, up["upload_id"])
 
     async def sweep() -> None:
         pool = await open_pool(stack.settings.database_url, "upload", max_size=1)
