@@ -14,6 +14,8 @@ def parse_uuid(value: str, field: str) -> uuid.UUID:
     """``value`` as a UUID; INVALID_ARGUMENT naming ``field`` when it is empty or malformed."""
     if not value:
         raise InvalidArgument(field, "is required")
+    if not isinstance(value, str):
+        raise InvalidArgument(field, "must be a UUID string")
     try:
         return uuid.UUID(value)
     except ValueError:

@@ -19,22 +19,26 @@ from pathlib import Path
 # handlers in the child, which abort when the launcher has live gRPC threads (the test session).
 _EXEC_SHIM = """
 import ctypes, os, pwd, signal, sys
-user, launcher, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+user, launcher, death, argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 if user:
     entry = pwd.getpwnam(user)
     os.setgroups([])
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)
-ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+ctypes.CDLL(None).prctl(1, death)  # PR_SET_PDEATHSIG
 if os.getppid() != launcher:
     sys.exit("launcher exited before the child started")
 os.execvp(argv[0], argv)
 """
 
 
-def shim_argv(argv: Sequence[str], user: str | None = None) -> list[str]:
-    """``argv`` wrapped in the exec shim (optionally as ``user``)."""
-    return [sys.executable, "-S", "-c", _EXEC_SHIM, user or "", str(os.getpid()), *argv]
+def shim_argv(
+    argv: Sequence[str], user: str | None = None, death_signal: int = signal.SIGTERM
+) -> list[str]:
+    """``argv`` wrapped in the exec shim (optionally as ``user``); the child gets
+    ``death_signal`` when the launcher dies."""
+    shim = [sys.executable, "-S", "-c", _EXEC_SHIM, user or "", str(os.getpid())]
+    return [*shim, str(int(death_signal)), *argv]
 
 
 class ProcessFailed(RuntimeError):
@@ -53,13 +57,14 @@ class Proc:
     user: str | None = None  # switch to this system user (Postgres refuses to run as root)
     stop_signal: int = signal.SIGTERM
     stop_timeout: float = 10.0  # then SIGKILL
+    death_signal: int = signal.SIGTERM  # sent by the kernel if the launcher dies
     popen: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.popen = subprocess.Popen(
-                shim_argv(self.argv, self.user),
+                shim_argv(self.argv, self.user, self.death_signal),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -189,6 +189,7 @@ def seaweedfs(topo: Topology, access_key: str, secret_key: str, bucket: str) -> 
         topo.data_dir / "logs" / "seaweedfs.log",
         stop_signal=signal.SIGTERM,
         stop_timeout=1.0,  # weed ignores SIGTERM: killed after this
+        death_signal=signal.SIGKILL,
     )
 
 

@@ -15,6 +15,7 @@ from fractions import Fraction
 from typing import Any, BinaryIO
 
 import av
+import botocore.exceptions
 
 from upload_svc import rules
 
@@ -25,6 +26,10 @@ CACHED_BLOCKS = 8  # at most 4 MiB of an object in memory per probe
 THUMBNAIL_WIDTH = 360
 
 
+# botocore's timeouts subclass OSError; PyAV re-raises what the read callback raised
+STORAGE_ERRORS = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+
 class RejectedMedia(Exception):
     """The bytes are not an acceptable video; the message says why, for the client."""
 
@@ -32,9 +37,10 @@ class RejectedMedia(Exception):
 class S3RangeReader(io.RawIOBase):
     """A read-only, seekable view of one S3 object, read in blocks by ranged GETs."""
 
-    def __init__(self, client: Any, bucket: str, key: str, size: int) -> None:
+    def __init__(self, client: Any, bucket: str, key: str, size: int, etag: str) -> None:
         super().__init__()
         self.client, self.bucket, self.key, self.size = client, bucket, key, size
+        self.etag = etag  # every block must come from the version that was HEADed
         self.position = 0
         self.blocks: OrderedDict[int, bytes] = OrderedDict()
         self.requests = 0
@@ -60,7 +66,7 @@ class S3RangeReader(io.RawIOBase):
         start = index * BLOCK_BYTES
         end = min(start + BLOCK_BYTES, self.size) - 1
         reply = self.client.get_object(
-            Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end}"
+            Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end}", IfMatch=self.etag
         )
         data = reply["Body"].read()
         self.requests += 1
@@ -98,6 +104,8 @@ def probe_video(source: BinaryIO, content_type: str) -> ProbeResult:
     makes a JPEG thumbnail from its first frame. Raises RejectedMedia with a client message."""
     try:
         container = av.open(source, mode="r", options={"probesize": "5000000"})
+    except STORAGE_ERRORS:
+        raise  # storage failed, not the file: UNAVAILABLE, and the upload stays retryable
     except (av.FFmpegError, ValueError, OSError) as e:
         raise RejectedMedia(
             f"the uploaded file is not a video we can read ({e.__class__.__name__})"
@@ -118,8 +126,12 @@ def probe_video(source: BinaryIO, content_type: str) -> ProbeResult:
             raise RejectedMedia(f"the video is {duration_ms / 1000:.1f} s long; the limit is 60 s")
         try:
             frame = next(container.decode(stream))
-        except (StopIteration, av.FFmpegError):
+        except STORAGE_ERRORS:
+            raise
+        except (StopIteration, av.FFmpegError, OSError):
             raise RejectedMedia("the video stream has no decodable frame") from None
+        if frame.width < 16 or frame.height < 16:
+            raise RejectedMedia(f"the video is {frame.width}x{frame.height}; at least 16x16")
         width, height = (
             stream.codec_context.width or frame.width,
             stream.codec_context.height or frame.height,

@@ -44,6 +44,8 @@ def check_size(size_bytes: int) -> int:
 
 
 def check_caption(caption: str) -> str:
+    if any(ord(ch) < 32 and ch not in "\n\t" for ch in caption):
+        raise InvalidArgument("caption", "must not contain control characters")
     if len(caption) > MAX_CAPTION_CHARS:
         raise InvalidArgument(
             "caption", f"must be at most {MAX_CAPTION_CHARS} characters, got {len(caption)}"
@@ -57,7 +59,14 @@ def container_matches(content_type: str, format_name: str) -> bool:
 
 
 def video_key(upload_id: str) -> str:
+    """Where the client PUTs: the only prefix the edge lets presigned writes reach."""
     return f"v/{upload_id}"
+
+
+def published_key(upload_id: str) -> str:
+    """Where a checked upload is copied on publish: no URL is ever signed for it, so the bytes
+    served can never change after the probe, even while the upload URL is still valid."""
+    return f"m/{upload_id}"
 
 
 def thumbnail_key(upload_id: str) -> str:

@@ -53,6 +53,14 @@ class Storage:
         return f"{self.media_base_url.rstrip('/')}/{key}"
 
 
+@dataclass(frozen=True)
+class Checked:
+    """An upload that passed the checks, and the version (ETag) that passed them."""
+
+    probe: ProbeResult
+    etag: str
+
+
 class UploadService(upload_pb2_grpc.UploadServiceServicer):
     def __init__(
         self,
@@ -132,8 +140,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             )
         if upload.expires_at < datetime.now(UTC):
             raise NotFound("upload", f"{request.upload_id} (expired)")
-        probe = await self._check_object(upload)
-        return await self._publish(upload, caption, probe)
+        return await self._publish(upload, caption, await self._check_object(upload))
 
     async def _existing_video(self, conn: Any, upload_id: uuid.UUID) -> common_pb2.Video:
         video = await store.video_by_upload(conn, upload_id)
@@ -141,7 +148,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             raise NotFound("video for upload", str(upload_id))
         return self.video_message(video)
 
-    async def _check_object(self, upload: store.UploadRow) -> ProbeResult:
+    async def _check_object(self, upload: store.UploadRow) -> Checked:
         """HEAD then probe the uploaded object; a bad object is deleted and the ticket rejected."""
         s = self.storage
         try:
@@ -160,13 +167,15 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
                 f"{head['ContentLength']} bytes were uploaded"
                 f" but {upload.size_bytes} were declared",
             )
+        etag = head["ETag"]
         async with self.probe_slots:
-            reader = S3RangeReader(s.client, s.bucket, upload.object_key, upload.size_bytes)
+            reader = S3RangeReader(s.client, s.bucket, upload.object_key, upload.size_bytes, etag)
             try:
-                return await asyncio.to_thread(probe_video, reader, upload.content_type)
+                probe = await asyncio.to_thread(probe_video, reader, upload.content_type)
             except RejectedMedia as e:
                 await self._reject(upload, str(e))
                 raise AssertionError("unreachable") from None
+        return Checked(probe, etag)
 
     async def _reject(self, upload: store.UploadRow, reason: str) -> None:
         """Deletes the object, marks the ticket rejected, and raises INVALID_ARGUMENT."""
@@ -178,10 +187,28 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         raise InvalidArgument("upload_id", reason)
 
     async def _publish(
-        self, upload: store.UploadRow, caption: str, probe: ProbeResult
+        self, upload: store.UploadRow, caption: str, checked: Checked
     ) -> common_pb2.Video:
         s = self.storage
+        probe = checked.probe
         thumb_key = rules.thumbnail_key(str(upload.upload_id))
+        final_key = rules.published_key(str(upload.upload_id))
+        try:
+            # exactly the version that was probed, to a key no upload URL can write
+            await asyncio.to_thread(
+                s.client.copy_object,
+                Bucket=s.bucket,
+                Key=final_key,
+                CopySource={"Bucket": s.bucket, "Key": upload.object_key},
+                CopySourceIfMatch=checked.etag,
+                MetadataDirective="COPY",
+            )
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                raise FailedPrecondition(
+                    "upload_id: the upload changed while it was being checked; complete it again"
+                ) from None
+            raise
         await asyncio.to_thread(
             s.client.put_object,
             Bucket=s.bucket,
@@ -192,8 +219,9 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         )
         async with self.pool.connection() as conn, conn.transaction():
             video = await store.insert_video(
-                conn, upload, caption, thumb_key, probe.duration_ms, probe.width, probe.height
-            )
+                conn, upload, caption, final_key, thumb_key,
+                probe.duration_ms, probe.width, probe.height,
+            )  # fmt: skip
             if video is None:  # a concurrent completion of the same upload won
                 return await self._existing_video(conn, upload.upload_id)
             await store.mark_published(conn, upload.upload_id)
@@ -207,6 +235,10 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             )
         message = self.video_message(video)
         await self._write_cards([message])
+        try:  # the upload copy has served its purpose; the sweeper is not needed for it
+            await asyncio.to_thread(s.client.delete_object, Bucket=s.bucket, Key=upload.object_key)
+        except botocore.exceptions.BotoCoreError as e:
+            log.warning("upload object not deleted: %r", e)
         return message
 
     async def _write_cards(self, videos: list[common_pb2.Video]) -> None:
@@ -248,8 +280,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             async with self.pool.connection() as conn:
                 await store.reject_upload(conn, upload_id, f"the stream failed: {e}")
             raise
-        probe = await self._check_object(upload)
-        return await self._publish(upload, caption, probe)
+        return await self._publish(upload, caption, await self._check_object(upload))
 
     async def _stream_to_storage(self, upload: store.UploadRow, messages: Any) -> None:
         s = self.storage

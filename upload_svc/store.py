@@ -82,6 +82,7 @@ async def insert_video(
     conn: AsyncConnection,
     upload: UploadRow,
     caption: str,
+    object_key: str,
     thumbnail_key: str,
     duration_ms: int,
     width: int,
@@ -94,14 +95,17 @@ async def insert_video(
         " content_type, size_bytes, duration_ms, width, height)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
         f" ON CONFLICT (upload_id) DO NOTHING RETURNING {_VIDEO}",
-        [upload.upload_id, upload.owner_id, caption, upload.object_key, thumbnail_key,
+        [upload.upload_id, upload.owner_id, caption, object_key, thumbnail_key,
          upload.content_type, upload.size_bytes, duration_ms, width, height],
     )  # fmt: skip
     return await cur.fetchone()
 
 
 async def mark_published(conn: AsyncConnection, upload_id: uuid.UUID) -> None:
-    await conn.execute("UPDATE uploads SET state = 'published' WHERE upload_id = %s", [upload_id])
+    await conn.execute(
+        "UPDATE uploads SET state = 'published' WHERE upload_id = %s AND state = 'pending'",
+        [upload_id],
+    )
 
 
 async def video_by_upload(conn: AsyncConnection, upload_id: uuid.UUID) -> VideoRow | None:
@@ -159,7 +163,8 @@ async def soft_delete_video(conn: AsyncConnection, video_id: uuid.UUID) -> bool:
 async def expired_pending_uploads(conn: AsyncConnection, limit: int) -> list[UploadRow]:
     cur = conn.cursor(row_factory=class_row(UploadRow))
     await cur.execute(
-        f"SELECT {_UPLOAD} FROM uploads WHERE state = 'pending' AND expires_at < now()"
+        f"SELECT {_UPLOAD} FROM uploads WHERE state = 'pending'"
+        " AND expires_at < now() - interval '1 minute'"
         " ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED",
         [limit],
     )

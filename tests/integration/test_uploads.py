@@ -495,3 +495,32 @@ def test_sweeper_removes_expired_tickets_and_their_objects(edge: Http, stack: St
         ).fetchone()
     assert row is None
     assert complete(edge, user, up["upload_id"]).status == 404
+
+
+def test_a_still_valid_upload_url_cannot_change_a_published_video(edge: Http) -> None:
+    user = sign_up(edge)
+    data = clip()
+    up = ticket(edge, user, len(data))
+    assert put(up["upload_url"], data, up["upload_headers"]) == 200
+    video = complete(edge, user, up["upload_id"]).json()
+    # the URL is valid for 15 minutes: re-PUTting different bytes must not reach the video
+    put(up["upload_url"], os.urandom(len(data)), up["upload_headers"])
+    assert fetch(video["playback_url"])[2] == data
+    assert complete(edge, user, up["upload_id"]).json() == video
+
+
+def test_control_characters_and_forged_tokens_are_400_not_500(edge: Http) -> None:
+    import base64
+    import json as _json
+
+    user = sign_up(edge)
+    up = ticket(edge, user, len(clip()))
+    assert put(up["upload_url"], clip(), up["upload_headers"]) == 200
+    r = complete(edge, user, up["upload_id"], "bad\u0000caption")
+    assert r.status == 400 and r.json()["message"].startswith("caption:")
+    assert complete(edge, user, up["upload_id"], "multi\nline\tcaption").status == 200
+    forged = base64.urlsafe_b64encode(
+        _json.dumps({"k": f"videos:{user.user_id}", "p": [5]}).encode()
+    ).decode()
+    r = edge.get(f"/v1/users/{user.user_id}/videos?page_token={forged}")
+    assert r.status == 400 and r.json()["message"].startswith("page_token:")
