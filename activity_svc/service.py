@@ -6,14 +6,13 @@ Methods of later issues are inherited from the generated base class and answer U
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg_pool import AsyncConnectionPool
 
 from activity_svc import rules, store
 from activity_svc.credentials import Passwords, TokenIssuer
 from mesh.errors import AlreadyExists, NotFound, Unauthenticated
+from mesh.proto import timestamp
 from mesh.validation import parse_uuid
 from tiktok.v1 import activity_pb2, activity_pb2_grpc, common_pb2
 
@@ -22,19 +21,13 @@ log = logging.getLogger("activity_svc")
 WRONG_CREDENTIALS = "handle or password is wrong"
 
 
-def _timestamp(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
 def user_message(row: store.UserRow) -> common_pb2.User:
     # follower/following/video counts arrive with the counters (a later issue): 0 until then
     return common_pb2.User(
         user_id=str(row.user_id),
         handle=row.handle,
         display_name=row.display_name,
-        created_at=_timestamp(row.created_at),
+        created_at=timestamp(row.created_at),
     )
 
 
@@ -51,7 +44,7 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
         return activity_pb2.Session(
             user=user_message(row),
             access_token=token.token,
-            expires_at=_timestamp(token.expires_at),
+            expires_at=timestamp(token.expires_at),
         )
 
     async def CreateUser(self, request, context):

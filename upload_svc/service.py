@@ -16,7 +16,6 @@ from typing import Any
 import botocore.exceptions
 import redis.asyncio as aioredis
 from google.protobuf import empty_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 from psycopg_pool import AsyncConnectionPool
 
 from mesh import keys
@@ -24,6 +23,7 @@ from mesh.auth import require_caller
 from mesh.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from mesh.outbox import new_event, record_event
 from mesh.pagination import decode_token, encode_token
+from mesh.proto import timestamp
 from mesh.validation import page_size, parse_uuid
 from tiktok.v1 import common_pb2, events_pb2, upload_pb2, upload_pb2_grpc
 from upload_svc import rules, store
@@ -32,12 +32,6 @@ from upload_svc.media import ProbeResult, RejectedMedia, S3RangeReader, probe_vi
 log = logging.getLogger("upload_svc")
 
 MAX_BATCH = 500
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 @dataclass(frozen=True)
@@ -85,7 +79,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             thumbnail_url=self.storage.url(row.thumbnail_key),
             duration_ms=row.duration_ms,
             size_bytes=row.size_bytes,
-            created_at=_timestamp(row.created_at),
+            created_at=timestamp(row.created_at),
         )
 
     # --- tickets --------------------------------------------------------------------------
@@ -118,7 +112,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             upload_id=str(upload_id),
             upload_url=url,
             upload_headers=headers,
-            expires_at=_timestamp(now + timedelta(seconds=rules.UPLOAD_URL_SECONDS)),
+            expires_at=timestamp(now + timedelta(seconds=rules.UPLOAD_URL_SECONDS)),
         )
 
     # --- completing -----------------------------------------------------------------------
@@ -228,7 +222,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             published = events_pb2.VideoPublished(
                 video_id=str(video.video_id),
                 creator_id=str(video.creator_id),
-                created_at=_timestamp(video.created_at),
+                created_at=timestamp(video.created_at),
             )
             await record_event(
                 conn, new_event("video.published", str(video.video_id), video_published=published)

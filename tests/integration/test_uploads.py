@@ -58,14 +58,20 @@ def ticket(edge: Http, user: SignedUpUser, size: int, content_type: str = "video
     return r.json()
 
 
+def uploaded(edge: Http, user: SignedUpUser, data: bytes) -> dict:
+    """A ticket whose bytes have been PUT (not yet completed)."""
+    up = ticket(edge, user, len(data))
+    assert put(up["upload_url"], data, up["upload_headers"]) == 200
+    return up
+
+
 def complete(edge: Http, user: SignedUpUser, upload_id: str, caption: str = "hello") -> Any:
     return edge.post("/v1/videos", {"upload_id": upload_id, "caption": caption}, token=user.token)
 
 
 def publish(edge: Http, user: SignedUpUser, data: bytes | None = None, caption: str = "hi") -> dict:
     data = clip() if data is None else data
-    up = ticket(edge, user, len(data))
-    assert put(up["upload_url"], data, up["upload_headers"]) == 200
+    up = uploaded(edge, user, data)
     r = complete(edge, user, up["upload_id"], caption)
     assert r.status == 200, r.body
     return r.json()
@@ -130,8 +136,7 @@ def test_upload_flow_publishes_a_video_whose_media_is_served(edge: Http) -> None
 def test_completing_the_same_upload_twice_returns_the_same_video(edge: Http) -> None:
     user = sign_up(edge)
     data = clip()
-    up = ticket(edge, user, len(data))
-    assert put(up["upload_url"], data, up["upload_headers"]) == 200
+    up = uploaded(edge, user, data)
     first = complete(edge, user, up["upload_id"]).json()
     again = complete(edge, user, up["upload_id"], "another caption")
     assert again.status == 200 and again.json() == first
@@ -297,8 +302,7 @@ def test_tickets_need_a_token(edge: Http) -> None:
 
 def test_caption_over_2200_characters_is_400(edge: Http) -> None:
     user = sign_up(edge)
-    up = ticket(edge, user, len(clip()))
-    assert put(up["upload_url"], clip(), up["upload_headers"]) == 200
+    up = uploaded(edge, user, clip())
     r = complete(edge, user, up["upload_id"], "x" * 2201)
     assert r.status == 400 and r.json()["message"].startswith("caption:")
     assert complete(edge, user, up["upload_id"], "é" * 2200).status == 200
@@ -314,8 +318,7 @@ def test_unknown_and_malformed_upload_ids(edge: Http) -> None:
 
 def test_an_expired_ticket_is_404(edge: Http, stack: Stack) -> None:
     user = sign_up(edge)
-    up = ticket(edge, user, len(clip()))
-    assert put(up["upload_url"], clip(), up["upload_headers"]) == 200
+    up = uploaded(edge, user, clip())
     expire_ticket(stack, up["upload_id"])
     r = complete(edge, user, up["upload_id"])
     assert r.status == 404 and "expired" in r.json()["message"]
@@ -475,8 +478,7 @@ def test_sweeper_removes_expired_tickets_and_their_objects(edge: Http, stack: St
     from upload_svc.janitor import sweep_expired_uploads
 
     user = sign_up(edge)
-    up = ticket(edge, user, len(clip()))
-    assert put(up["upload_url"], clip(), up["upload_headers"]) == 200
+    up = uploaded(edge, user, clip())
     expire_ticket(stack, up["upload_id"])
 
     async def sweep() -> None:
@@ -500,8 +502,7 @@ def test_sweeper_removes_expired_tickets_and_their_objects(edge: Http, stack: St
 def test_a_still_valid_upload_url_cannot_change_a_published_video(edge: Http) -> None:
     user = sign_up(edge)
     data = clip()
-    up = ticket(edge, user, len(data))
-    assert put(up["upload_url"], data, up["upload_headers"]) == 200
+    up = uploaded(edge, user, data)
     video = complete(edge, user, up["upload_id"]).json()
     # the URL is valid for 15 minutes: re-PUTting different bytes must not reach the video
     put(up["upload_url"], os.urandom(len(data)), up["upload_headers"])
@@ -514,8 +515,7 @@ def test_control_characters_and_forged_tokens_are_400_not_500(edge: Http) -> Non
     import json as _json
 
     user = sign_up(edge)
-    up = ticket(edge, user, len(clip()))
-    assert put(up["upload_url"], clip(), up["upload_headers"]) == 200
+    up = uploaded(edge, user, clip())
     r = complete(edge, user, up["upload_id"], "bad\u0000caption")
     assert r.status == 400 and r.json()["message"].startswith("caption:")
     assert complete(edge, user, up["upload_id"], "multi\nline\tcaption").status == 200
