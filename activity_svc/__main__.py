@@ -1,18 +1,26 @@
-"""python -m activity_svc: settings → migrations → pool → serve."""
+"""python -m activity_svc: settings → migrations → pools, Redis, UploadService stub → the outbox
+relay and the counter consumer → serve."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from activity_svc.counters import CounterConsumer, prune_applied_events
 from activity_svc.credentials import Passwords, TokenIssuer
 from activity_svc.service import ActivityService
+from activity_svc.videos import VideoDirectory
+from mesh.clients import internal_channel, redis_client
+from mesh.counters import CounterMirror
 from mesh.db import apply_migrations, open_pool
 from mesh.jwtkeys import load_signing_key
+from mesh.outbox import OutboxRelay
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
-from tiktok.v1 import activity_pb2_grpc
+from mesh.tasks import every, running
+from tiktok.v1 import activity_pb2_grpc, upload_pb2_grpc
 
 SCHEMA = "activity"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -27,13 +35,35 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         settings.jwt_ttl_seconds,
     )
     await apply_migrations(settings.database_url, SCHEMA, MIGRATIONS)
-    pool = await open_pool(settings.database_url, SCHEMA)
-    service = ActivityService(pool, Passwords(), tokens)
+    pool = await open_pool(settings.database_url, SCHEMA, max_size=20)
+    replica = (
+        pool
+        if settings.database_replica_url == settings.database_url
+        else await open_pool(settings.database_replica_url, SCHEMA)
+    )
+    redis = redis_client(settings.redis_url)
+    mirror = CounterMirror(redis)
+    channel = internal_channel(settings)
+    videos = VideoDirectory(upload_pb2_grpc.UploadServiceStub(channel))
+    service = ActivityService(pool, replica, Passwords(), tokens, videos, mirror)
+    # stable across restarts of this instance, so it resumes its own unacknowledged entries
+    consumer = CounterConsumer(
+        pool, redis, mirror, f"{socket.gethostname()}:{settings.grpc_ports['activity']}"
+    )
     try:
-        yield lambda server: activity_pb2_grpc.add_ActivityServiceServicer_to_server(
-            service, server
-        )
+        async with running(
+            OutboxRelay(pool, redis, SCHEMA).run(),
+            consumer.run(),
+            every(600, "prune applied events", lambda: prune_applied_events(pool, redis)),
+        ):
+            yield lambda server: activity_pb2_grpc.add_ActivityServiceServicer_to_server(
+                service, server
+            )
     finally:
+        await channel.close()
+        await redis.aclose()
+        if replica is not pool:
+            await replica.close()
         await pool.close()
 
 

@@ -44,3 +44,20 @@ def check_display_name(display_name: str, handle: str) -> str:
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
         raise InvalidArgument("display_name", "must not contain control characters")
     return name
+
+
+COMMENT_MAX = 500
+# characters a comment may not hold: controls other than line breaks and tabs, and NUL
+# (Postgres text cannot store it)
+_COMMENT_ALLOWED_CONTROLS = {"\n", "\r", "\t"}
+
+
+def check_comment_text(text: str) -> str:
+    """The comment to store: 1-500 code points, not blank, no control characters but breaks."""
+    if not text.strip():
+        raise InvalidArgument("text", "is required and must not be blank")
+    if len(text) > COMMENT_MAX:
+        raise InvalidArgument("text", f"must be at most {COMMENT_MAX} characters, got {len(text)}")
+    if any(unicodedata.category(ch) == "Cc" and ch not in _COMMENT_ALLOWED_CONTROLS for ch in text):
+        raise InvalidArgument("text", "must not contain control characters")
+    return text

@@ -1,43 +1,94 @@
 """ActivityService servicer: validate the request, call the store, build the reply.
 
-Methods of later issues are inherited from the generated base class and answer UNIMPLEMENTED.
+Writes that change state record their event in the same transaction; counters are not touched
+here (the counter consumer applies the events). Reads of the builder's id lists go to the read
+replica; everything a user just wrote and reads back goes to the primary.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 
+import psycopg.errors
+from google.protobuf import empty_pb2
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from activity_svc import rules, store
 from activity_svc.credentials import Passwords, TokenIssuer
-from mesh.errors import AlreadyExists, NotFound, Unauthenticated
+from activity_svc.videos import VideoDirectory, VideoRef
+from mesh.auth import require_caller
+from mesh.counters import CounterMirror, Counts
+from mesh.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
+from mesh.outbox import new_event, record_event
+from mesh.pagination import decode_token, encode_token
 from mesh.proto import timestamp
-from mesh.validation import parse_uuid
-from tiktok.v1 import activity_pb2, activity_pb2_grpc, common_pb2
+from mesh.validation import page_size, parse_uuid
+from tiktok.v1 import activity_pb2, activity_pb2_grpc, common_pb2, events_pb2
 
 log = logging.getLogger("activity_svc")
 
 WRONG_CREDENTIALS = "handle or password is wrong"
+MAX_BATCH = 500
+ID_PAGE_DEFAULT, ID_PAGE_MAX = 1000, 10_000
+RECENT_LIKES_DEFAULT, RECENT_LIKES_MAX = 100, 1000
+# rounds of reading a liked/favorite list to fill a page when some videos were deleted
+FILL_ROUNDS = 4
 
 
-def user_message(row: store.UserRow) -> common_pb2.User:
-    # follower/following/video counts arrive with the counters (a later issue): 0 until then
-    return common_pb2.User(
+def user_message(row: store.UserRow | store.UserView) -> common_pb2.User:
+    user = common_pb2.User(
         user_id=str(row.user_id),
         handle=row.handle,
         display_name=row.display_name,
         created_at=timestamp(row.created_at),
     )
+    if isinstance(row, store.UserView):
+        user.follower_count = row.follower_count
+        user.following_count = row.following_count
+        user.video_count = row.video_count
+    return user
+
+
+def comment_message(row: store.CommentRow) -> activity_pb2.Comment:
+    return activity_pb2.Comment(
+        comment_id=str(row.comment_id),
+        video_id=str(row.video_id),
+        author_id=str(row.author_id),
+        text=row.text,
+        created_at=timestamp(row.created_at),
+    )
+
+
+def _seq_position(token: str, kind: str) -> int | None:
+    """The keyset position (a seq) of a page token of list ``kind``; None for the first page."""
+    position = decode_token(token, kind)
+    if position is None:
+        return None
+    if len(position) != 1 or not isinstance(position[0], int) or isinstance(position[0], bool):
+        raise InvalidArgument("page_token", "is not a token this list returned")
+    return position[0]
 
 
 class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
     def __init__(
-        self, pool: AsyncConnectionPool, passwords: Passwords, tokens: TokenIssuer
+        self,
+        pool: AsyncConnectionPool,
+        replica: AsyncConnectionPool,
+        passwords: Passwords,
+        tokens: TokenIssuer,
+        videos: VideoDirectory,
+        mirror: CounterMirror,
     ) -> None:
         self.pool = pool
+        self.replica = replica
         self.passwords = passwords
         self.tokens = tokens
+        self.videos = videos
+        self.mirror = mirror
+
+    # --- accounts ---------------------------------------------------------------------------
 
     def _session(self, row: store.UserRow) -> activity_pb2.Session:
         token = self.tokens.issue(str(row.user_id))
@@ -79,7 +130,323 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
     async def GetUser(self, request, context):
         user_id = parse_uuid(request.user_id, "user_id")
         async with self.pool.connection() as conn:
-            row = await store.user_by_id(conn, user_id)
-        if row is None:
+            rows = await store.user_views(conn, [user_id])
+        if not rows:
             raise NotFound("user", request.user_id)
-        return user_message(row)
+        return user_message(rows[0])
+
+    async def BatchGetUsers(self, request, context):
+        ids = _batch_ids(request.user_ids, "user_ids")
+        async with self.pool.connection() as conn:
+            rows = await store.user_views(conn, ids)
+        return activity_pb2.BatchGetUsersResponse(users=[user_message(r) for r in rows])
+
+    # --- follows ----------------------------------------------------------------------------
+
+    async def CreateFollow(self, request, context):
+        caller = _caller(context)
+        followee = parse_uuid(request.followee_id, "followee_id")
+        if followee == caller:
+            raise InvalidArgument("followee_id", "is the caller; a user cannot follow themselves")
+        async with self.pool.connection() as conn, conn.transaction():
+            await store.lock_pair(conn, "follow", caller, followee)
+            try:
+                row = await store.insert_follow(conn, caller, followee)
+            except psycopg.errors.ForeignKeyViolation:
+                raise NotFound("user", request.followee_id) from None
+            if row is not None:
+                change = events_pb2.FollowChanged(
+                    follower_id=str(caller), followee_id=str(followee)
+                )
+                await record_event(conn, new_event("follow.created", str(caller), follow=change))
+            else:
+                row = await store.follow_by_pair(conn, caller, followee)
+                assert row is not None  # the pair lock keeps it from vanishing meanwhile
+        return activity_pb2.Follow(
+            follower_id=str(row.follower_id),
+            followee_id=str(row.followee_id),
+            created_at=timestamp(row.created_at),
+        )
+
+    async def DeleteFollow(self, request, context):
+        caller = _caller(context)
+        followee = parse_uuid(request.followee_id, "followee_id")
+        async with self.pool.connection() as conn, conn.transaction():
+            await store.lock_pair(conn, "follow", caller, followee)
+            if await store.delete_follow(conn, caller, followee):
+                change = events_pb2.FollowChanged(
+                    follower_id=str(caller), followee_id=str(followee)
+                )
+                await record_event(conn, new_event("follow.deleted", str(caller), follow=change))
+        return empty_pb2.Empty()
+
+    async def ListFollowers(self, request, context):
+        users, token = await self._follow_list("followers", request)
+        return activity_pb2.ListFollowersResponse(users=users, next_page_token=token)
+
+    async def ListFollowing(self, request, context):
+        users, token = await self._follow_list("following", request)
+        return activity_pb2.ListFollowingResponse(users=users, next_page_token=token)
+
+    async def _follow_list(self, side: store.Side, request) -> tuple[list[common_pb2.User], str]:
+        user_id = parse_uuid(request.user_id, "user_id")
+        size = page_size(request.page_size)
+        kind = f"{side}:{user_id}"
+        after = _seq_position(request.page_token, kind)
+        async with self.pool.connection() as conn:
+            if not await store.user_exists(conn, user_id):
+                raise NotFound("user", request.user_id)
+            rows = await store.follow_page(conn, side, user_id, after, size + 1)
+        page = rows[:size]
+        token = encode_token(kind, [page[-1][0]]) if len(rows) > size else ""
+        return [user_message(user) for _, user in page], token
+
+    async def ListFollowerIds(self, request, context):
+        ids, token = await self._follow_ids("followers", request)
+        return activity_pb2.ListFollowerIdsResponse(user_ids=ids, next_page_token=token)
+
+    async def ListFolloweeIds(self, request, context):
+        ids, token = await self._follow_ids("following", request)
+        return activity_pb2.ListFolloweeIdsResponse(user_ids=ids, next_page_token=token)
+
+    async def _follow_ids(self, side: store.Side, request) -> tuple[list[str], str]:
+        user_id = parse_uuid(request.user_id, "user_id")
+        size = page_size(request.page_size, ID_PAGE_DEFAULT, ID_PAGE_MAX)
+        kind = f"{side}-ids:{user_id}"
+        after = _seq_position(request.page_token, kind)
+        async with self.replica.connection() as conn:
+            rows = await store.follow_ids_page(conn, side, user_id, after, size + 1)
+        page = rows[:size]
+        token = encode_token(kind, [page[-1][0]]) if len(rows) > size else ""
+        return [str(other) for _, other in page], token
+
+    # --- likes and favorites ----------------------------------------------------------------
+
+    async def CreateLike(self, request, context):
+        row = await self._add_video_pair("likes", request.video_id, context)
+        return activity_pb2.Like(
+            user_id=str(row.user_id),
+            video_id=str(row.video_id),
+            created_at=timestamp(row.created_at),
+        )
+
+    async def DeleteLike(self, request, context):
+        await self._remove_video_pair("likes", request.video_id, context)
+        return empty_pb2.Empty()
+
+    async def CreateFavorite(self, request, context):
+        row = await self._add_video_pair("favorites", request.video_id, context)
+        return activity_pb2.Favorite(
+            user_id=str(row.user_id),
+            video_id=str(row.video_id),
+            created_at=timestamp(row.created_at),
+        )
+
+    async def DeleteFavorite(self, request, context):
+        await self._remove_video_pair("favorites", request.video_id, context)
+        return empty_pb2.Empty()
+
+    async def _add_video_pair(
+        self, relation: store.VideoRelation, video_id_text: str, context
+    ) -> store.VideoPairRow:
+        caller = _caller(context)
+        video_id = parse_uuid(video_id_text, "video_id")
+        await self._live_video(video_id)
+        async with self.pool.connection() as conn, conn.transaction():
+            await store.lock_pair(conn, relation, caller, video_id)
+            row = await store.insert_video_pair(conn, relation, caller, video_id)
+            if row is not None:
+                await _record_video_pair_event(conn, relation, "created", caller, video_id)
+                return row
+            row = await store.video_pair(conn, relation, caller, video_id)
+            assert row is not None  # the pair lock keeps it from vanishing meanwhile
+            return row
+
+    async def _remove_video_pair(
+        self, relation: store.VideoRelation, video_id_text: str, context
+    ) -> None:
+        caller = _caller(context)
+        video_id = parse_uuid(video_id_text, "video_id")
+        async with self.pool.connection() as conn, conn.transaction():
+            await store.lock_pair(conn, relation, caller, video_id)
+            if await store.delete_video_pair(conn, relation, caller, video_id):
+                await _record_video_pair_event(conn, relation, "deleted", caller, video_id)
+
+    async def ListLikedVideos(self, request, context):
+        user_id = parse_uuid(request.user_id, "user_id")
+        async with self.pool.connection() as conn:
+            if not await store.user_exists(conn, user_id):
+                raise NotFound("user", request.user_id)
+        videos, token = await self._video_list("likes", user_id, request)
+        return activity_pb2.ListLikedVideosResponse(videos=videos, next_page_token=token)
+
+    async def ListFavoriteVideos(self, request, context):
+        caller = _caller(context)
+        user_id = parse_uuid(request.user_id, "user_id")
+        if user_id != caller:
+            raise PermissionDenied("favorites are private: only their owner can list them")
+        videos, token = await self._video_list("favorites", user_id, request)
+        return activity_pb2.ListFavoriteVideosResponse(videos=videos, next_page_token=token)
+
+    async def _video_list(
+        self, relation: store.VideoRelation, user_id: uuid.UUID, request
+    ) -> tuple[list[common_pb2.Video], str]:
+        """A page of live videos of a user's likes or favorites, counts filled in. Deleted
+        videos are skipped; reading goes on (a few rounds) so the page still fills up."""
+        size = page_size(request.page_size)
+        kind = f"{relation}:{user_id}"
+        cursor = _seq_position(request.page_token, kind)
+        collected: list[common_pb2.Video] = []
+        more = False
+        for _ in range(FILL_ROUNDS):
+            need = size - len(collected)
+            async with self.pool.connection() as conn:
+                rows = await store.video_pair_page(conn, relation, user_id, cursor, need + 1)
+            chunk, more = rows[:need], len(rows) > need
+            live = await self.videos.videos([video_id for _, video_id in chunk])
+            collected += [live[str(v)] for _, v in chunk if str(v) in live]
+            if chunk:
+                cursor = chunk[-1][0]
+            if not more or len(collected) >= size:
+                break
+        await self._fill_video_counts(collected)
+        return collected, encode_token(kind, [cursor]) if more else ""
+
+    async def _fill_video_counts(self, videos: list[common_pb2.Video]) -> None:
+        async with self.pool.connection() as conn:
+            rows = await store.counters_by_ids(
+                conn, "video_counters", [uuid.UUID(v.video_id) for v in videos]
+            )
+        counts = {str(r.entity_id): r.counts for r in rows}
+        for video in videos:
+            found = counts.get(video.video_id)
+            if found:
+                video.like_count, video.comment_count, video.favorite_count = (
+                    max(0, n) for n in found
+                )
+
+    async def ListRecentLikes(self, request, context):
+        user_id = parse_uuid(request.user_id, "user_id")
+        if not 0 <= request.limit <= RECENT_LIKES_MAX:
+            raise InvalidArgument("limit", f"must be between 1 and {RECENT_LIKES_MAX}")
+        limit = request.limit or RECENT_LIKES_DEFAULT
+        async with self.replica.connection() as conn:
+            rows = await store.video_pair_page(conn, "likes", user_id, None, limit)
+        return activity_pb2.ListRecentLikesResponse(video_ids=[str(v) for _, v in rows])
+
+    async def BatchGetVideoCounts(self, request, context):
+        ids = list(dict.fromkeys(_batch_ids(request.video_ids, "video_ids")))
+        async with self.pool.connection() as conn:
+            rows = await store.counters_by_ids(conn, "video_counters", ids)
+        found = {r.entity_id: r for r in rows}
+        # a video never counted yet is mirrored as zeros at version 0: the first real count wins
+        entries = [found.get(i) or store.CounterRow(i, (0, 0, 0), 0) for i in ids]
+        try:
+            await self.mirror.write(
+                videos=[Counts(str(r.entity_id), r.counts, r.version) for r in entries]
+            )
+        except Exception as e:  # noqa: BLE001 - read repair is best effort
+            log.warning("counter mirror not repaired: %r", e)
+        return activity_pb2.BatchGetVideoCountsResponse(
+            counts=[
+                activity_pb2.VideoCounts(
+                    video_id=str(r.entity_id),
+                    like_count=max(0, r.counts[0]),
+                    comment_count=max(0, r.counts[1]),
+                    favorite_count=max(0, r.counts[2]),
+                )
+                for r in entries
+            ]
+        )
+
+    # --- comments ---------------------------------------------------------------------------
+
+    async def CreateComment(self, request, context):
+        caller = _caller(context)
+        video_id = parse_uuid(request.video_id, "video_id")
+        text = rules.check_comment_text(request.text)
+        await self._live_video(video_id)
+        async with self.pool.connection() as conn, conn.transaction():
+            row = await store.insert_comment(conn, video_id, caller, text)
+            await _record_comment_event(conn, "comment.created", row)
+        return comment_message(row)
+
+    async def ListComments(self, request, context):
+        video_id = parse_uuid(request.video_id, "video_id")
+        size = page_size(request.page_size)
+        kind = f"comments:{video_id}"
+        position = decode_token(request.page_token, kind)
+        after = parse_uuid(str(position[0]), "page_token") if position else None
+        await self._live_video(video_id)
+        async with self.pool.connection() as conn:
+            rows = await store.comments_page(conn, video_id, after, size + 1)
+        page = rows[:size]
+        token = encode_token(kind, [str(page[-1].comment_id)]) if len(rows) > size else ""
+        return activity_pb2.ListCommentsResponse(
+            comments=[comment_message(r) for r in page], next_page_token=token
+        )
+
+    async def DeleteComment(self, request, context):
+        caller = _caller(context)
+        video_id = parse_uuid(request.video_id, "video_id")
+        comment_id = parse_uuid(request.comment_id, "comment_id")
+        async with self.pool.connection() as conn:
+            comment = await store.comment_on_video(conn, video_id, comment_id)
+        if comment is None:
+            raise NotFound("comment", request.comment_id)
+        if comment.author_id != caller:
+            video = await self.videos.live(video_id)
+            if video is None or video.creator_id != str(caller):
+                raise PermissionDenied(
+                    "only the comment's author or the video's creator can delete it"
+                )
+        async with self.pool.connection() as conn, conn.transaction():
+            if not await store.delete_comment(conn, comment_id):
+                raise NotFound("comment", request.comment_id)  # deleted meanwhile
+            await _record_comment_event(conn, "comment.deleted", comment)
+        return empty_pb2.Empty()
+
+    # --- shared -----------------------------------------------------------------------------
+
+    async def _live_video(self, video_id: uuid.UUID) -> VideoRef:
+        video = await self.videos.live(video_id)
+        if video is None:
+            raise NotFound("video", str(video_id))
+        return video
+
+
+def _caller(context) -> uuid.UUID:
+    return parse_uuid(require_caller(context), "caller")
+
+
+def _batch_ids(values, field: str) -> list[uuid.UUID]:
+    if len(values) > MAX_BATCH:
+        raise InvalidArgument(field, f"at most {MAX_BATCH} ids per call, got {len(values)}")
+    return [parse_uuid(v, field) for v in values]
+
+
+async def _record_video_pair_event(
+    conn: AsyncConnection,
+    relation: store.VideoRelation,
+    verb: str,
+    user_id: uuid.UUID,
+    video_id: uuid.UUID,
+) -> None:
+    if relation == "likes":
+        payload = {"like": events_pb2.LikeChanged(user_id=str(user_id), video_id=str(video_id))}
+        event_type = f"like.{verb}"
+    else:
+        payload = {
+            "favorite": events_pb2.FavoriteChanged(user_id=str(user_id), video_id=str(video_id))
+        }
+        event_type = f"favorite.{verb}"
+    await record_event(conn, new_event(event_type, str(video_id), **payload))
+
+
+async def _record_comment_event(
+    conn: AsyncConnection, event_type: str, row: store.CommentRow
+) -> None:
+    change = events_pb2.CommentChanged(
+        comment_id=str(row.comment_id), video_id=str(row.video_id), author_id=str(row.author_id)
+    )
+    await record_event(conn, new_event(event_type, str(row.video_id), comment=change))

@@ -4,6 +4,7 @@ because a hung server (socket open, no answer) is the usual failure, not a refus
 from __future__ import annotations
 
 import boto3
+import grpc
 import redis.asyncio as aioredis
 from botocore.config import Config
 from redis.backoff import NoBackoff
@@ -43,4 +44,13 @@ def s3_client(settings: Settings, *, endpoint: str | None = None):
             read_timeout=10,
             retries={"max_attempts": 2, "mode": "standard"},
         ),
+    )
+
+
+def internal_channel(settings: Settings) -> grpc.aio.Channel:
+    """A channel to the other services: the internal Envoy listener, which balances, health
+    checks and retries; never a hard-coded instance."""
+    return grpc.aio.insecure_channel(
+        settings.internal_target,
+        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)],
     )

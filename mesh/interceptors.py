@@ -44,6 +44,21 @@ DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 
+# Statuses of a call to another service that mean "that service is down or too slow".
+UPSTREAM_UNAVAILABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+)
+
+
+def is_dependency_failure(exc: BaseException) -> bool:
+    """True when ``exc`` is a store or another service failing, not the request."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code() in UPSTREAM_UNAVAILABLE
+    return isinstance(exc, DEPENDENCY_ERRORS)
+
+
 # Probes are not traffic: no log line, no histogram sample.
 _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
@@ -77,7 +92,7 @@ class _Call:
             # the generated base servicer raises this for methods a later issue implements
             self.code = grpc.StatusCode.UNIMPLEMENTED
             await self.context.abort(self.code, f"{self.method} is not implemented yet")
-        if isinstance(exc, DEPENDENCY_ERRORS):
+        if is_dependency_failure(exc):
             self.code = grpc.StatusCode.UNAVAILABLE
             log.warning("dependency unavailable: %r", exc)
             await self.context.abort(

@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from mesh.clients import redis_client, s3_client
+from mesh.clients import internal_channel, redis_client, s3_client
+from mesh.counters import CounterMirror, VideoCountsSource
 from mesh.db import apply_migrations, open_pool
 from mesh.outbox import OutboxRelay
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
 from mesh.tasks import every, running
-from tiktok.v1 import upload_pb2_grpc
+from tiktok.v1 import activity_pb2_grpc, upload_pb2_grpc
 from upload_svc.janitor import remove_deleted_blobs, sweep_expired_uploads
 from upload_svc.service import Storage, UploadService
 
@@ -32,7 +33,9 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         bucket=settings.s3_bucket,
         media_base_url=settings.cdn_base_url,
     )
-    service = UploadService(pool, storage, redis)
+    channel = internal_channel(settings)
+    counts = VideoCountsSource(CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel))
+    service = UploadService(pool, storage, redis, counts)
     relay = OutboxRelay(pool, redis, SCHEMA)
     bucket = settings.s3_bucket
     try:
@@ -45,6 +48,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
                 service, server
             )
     finally:
+        await channel.close()
         await redis.aclose()
         await pool.close()
 

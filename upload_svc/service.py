@@ -16,10 +16,12 @@ from typing import Any
 import botocore.exceptions
 import redis.asyncio as aioredis
 from google.protobuf import empty_pb2
+from google.protobuf.field_mask_pb2 import FieldMask
 from psycopg_pool import AsyncConnectionPool
 
 from mesh import keys
 from mesh.auth import require_caller
+from mesh.counters import VIDEO_FIELDS, VideoCountsSource
 from mesh.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from mesh.outbox import new_event, record_event
 from mesh.pagination import decode_token, encode_token
@@ -61,16 +63,18 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         pool: AsyncConnectionPool,
         storage: Storage,
         redis: aioredis.Redis,
+        counts: VideoCountsSource,
         probe_slots: int = 2,
     ) -> None:
         self.pool = pool
         self.storage = storage
         self.redis = redis
+        self.counts = counts
         # probing decodes video: bound it so a burst of completions cannot exhaust CPU/memory
         self.probe_slots = asyncio.Semaphore(probe_slots)
 
     def video_message(self, row: store.VideoRow) -> common_pb2.Video:
-        # like/comment/favorite counts come from activity_svc (a later issue): 0 until then
+        """The video without counts (as cached in cards); ``counts.fill`` adds them."""
         return common_pb2.Video(
             video_id=str(row.video_id),
             creator_id=str(row.creator_id),
@@ -140,7 +144,9 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         video = await store.video_by_upload(conn, upload_id)
         if video is None or video.deleted_at is not None:
             raise NotFound("video for upload", str(upload_id))
-        return self.video_message(video)
+        message = self.video_message(video)
+        await self.counts.fill([message])
+        return message
 
     async def _check_object(self, upload: store.UploadRow) -> Checked:
         """HEAD then probe the uploaded object; a bad object is deleted and the ticket rejected."""
@@ -334,7 +340,9 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             video = await store.video_by_id(conn, video_id)
         if video is None or video.deleted_at is not None:
             raise NotFound("video", request.video_id)
-        return self.video_message(video)
+        message = self.video_message(video)
+        await self.counts.fill([message])
+        return message
 
     async def ListUserVideos(self, request, context):
         user_id = parse_uuid(request.user_id, "user_id")
@@ -345,18 +353,24 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             rows = await store.videos_by_creator(conn, user_id, after, size + 1)
         page, more = rows[:size], len(rows) > size
         token = encode_token(f"videos:{user_id}", [str(page[-1].video_id)]) if more else ""
-        return upload_pb2.ListUserVideosResponse(
-            videos=[self.video_message(r) for r in page], next_page_token=token
-        )
+        videos = [self.video_message(r) for r in page]
+        await self.counts.fill(videos)
+        return upload_pb2.ListUserVideosResponse(videos=videos, next_page_token=token)
 
     async def BatchGetVideos(self, request, context):
         if len(request.video_ids) > MAX_BATCH:
             raise InvalidArgument("video_ids", f"at most {MAX_BATCH} ids per call")
         ids = [parse_uuid(v, "video_ids") for v in request.video_ids]
+        mask = _checked_read_mask(request)
         async with self.pool.connection() as conn:
             rows = await store.live_videos_by_ids(conn, ids)
         videos = [self.video_message(r) for r in rows]
-        await self._write_cards(videos)  # callers come here for cards missing from Redis
+        if mask is None:
+            await self._write_cards(videos)  # hydrating callers come here for missing cards
+        if mask is None or any(path in VIDEO_FIELDS for path in mask.paths):
+            await self.counts.fill(videos)
+        if mask is not None:
+            videos = [_pruned(v, mask) for v in videos]
         return upload_pb2.BatchGetVideosResponse(videos=videos)
 
     # --- delete ---------------------------------------------------------------------------
@@ -382,3 +396,20 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         except Exception as e:  # noqa: BLE001 - feeds also drop deleted ids via the event
             log.warning("video card not deleted: %r", e)
         return empty_pb2.Empty()
+
+
+def _checked_read_mask(request: upload_pb2.BatchGetVideosRequest) -> FieldMask | None:
+    """The request's read mask, or None for all fields; INVALID_ARGUMENT for unknown fields."""
+    if not request.HasField("read_mask") or not request.read_mask.paths:
+        return None
+    if not request.read_mask.IsValidForDescriptor(common_pb2.Video.DESCRIPTOR):
+        raise InvalidArgument(
+            "read_mask", f"names a field Video does not have: {', '.join(request.read_mask.paths)}"
+        )
+    return request.read_mask
+
+
+def _pruned(video: common_pb2.Video, mask: FieldMask) -> common_pb2.Video:
+    out = common_pb2.Video()
+    mask.MergeMessage(video, out)
+    return out

@@ -8,7 +8,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from functools import cache
 from typing import Any
 
 import botocore.exceptions
@@ -21,60 +20,11 @@ from mesh import keys
 from mesh.clients import s3_client
 from stack.launcher import Stack
 from tests.clips import make_clip, make_png
-from tests.helpers import Http, SignedUpUser, eventually, sign_up
+from tests.helpers import Http, eventually, sign_up
+from tests.videos import clip, complete, fetch, publish, put, ticket, uploaded
 from tiktok.v1 import common_pb2, events_pb2
 
 IMMUTABLE = "public, max-age=31536000, immutable"
-
-
-@cache
-def clip() -> bytes:
-    return make_clip(2, width=160, height=120)
-
-
-def put(url: str, data: bytes, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(url, data=data, method="PUT", headers=headers)  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310 - our own edge
-            return r.status
-    except urllib.error.HTTPError as e:
-        return e.code
-
-
-def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310
-    try:
-        with urllib.request.urlopen(request, timeout=30) as r:  # noqa: S310
-            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
-
-
-def ticket(edge: Http, user: SignedUpUser, size: int, content_type: str = "video/mp4") -> dict:
-    r = edge.post(
-        "/v1/uploads", {"content_type": content_type, "size_bytes": size}, token=user.token
-    )
-    assert r.status == 200, r.body
-    return r.json()
-
-
-def uploaded(edge: Http, user: SignedUpUser, data: bytes) -> dict:
-    """A ticket whose bytes have been PUT (not yet completed)."""
-    up = ticket(edge, user, len(data))
-    assert put(up["upload_url"], data, up["upload_headers"]) == 200
-    return up
-
-
-def complete(edge: Http, user: SignedUpUser, upload_id: str, caption: str = "hello") -> Any:
-    return edge.post("/v1/videos", {"upload_id": upload_id, "caption": caption}, token=user.token)
-
-
-def publish(edge: Http, user: SignedUpUser, data: bytes | None = None, caption: str = "hi") -> dict:
-    data = clip() if data is None else data
-    up = uploaded(edge, user, data)
-    r = complete(edge, user, up["upload_id"], caption)
-    assert r.status == 200, r.body
-    return r.json()
 
 
 def object_exists(stack: Stack, key: str) -> bool:

@@ -174,6 +174,6 @@ def test_oversized_body_is_413(edge: Http) -> None:
 
 def test_methods_of_later_issues_answer_501_not_500(edge: Http) -> None:
     user = sign_up(edge)
-    r = edge.get(f"/v1/users/{user.user_id}/followers")
+    r = edge.get("/v1/feed?kind=for_you", token=user.token)
     assert r.status == 501
     assert r.json()["code"] == 12
