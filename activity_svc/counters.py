@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from google.protobuf.message import DecodeError
 from psycopg_pool import AsyncConnectionPool
 
 from activity_svc import store
@@ -86,7 +87,7 @@ def parse_entry(fields: dict[bytes, bytes] | None) -> events_pb2.Event | None:
         event = events_pb2.Event.FromString(fields[b"event"])
         uuid.UUID(event.event_id)
         deltas_of([event])  # every id it carries must be a UUID
-    except ValueError:  # DecodeError is a ValueError too
+    except (DecodeError, ValueError):
         return None
     return event
 

@@ -7,6 +7,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -101,3 +102,37 @@ def sign_up(http: Http, prefix: str = "u", password: str = "correct horse") -> S
     assert r.status == 200, r.body
     body = r.json()
     return SignedUpUser(body["user"]["user_id"], handle, password, body["access_token"])
+
+
+def sign_up_many(port: int, n: int, prefix: str = "u") -> list[SignedUpUser]:
+    """``n`` new users, signed up in parallel (Argon2 makes sign-up deliberately slow)."""
+    return in_parallel(port, [lambda http: sign_up(http, prefix)] * n)
+
+
+def in_parallel(port: int, calls: list[Callable[[Http], T]], workers: int = 16) -> list[T]:
+    """Runs each call with its own edge connection, concurrently; results in call order."""
+
+    def run(call: Callable[[Http], T]) -> T:
+        http = Http(port)
+        try:
+            return call(http)
+        finally:
+            http.close()
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(calls) or 1)) as pool:
+        return list(pool.map(run, calls))
+
+
+def walk(http: Http, path: str, plural: str, page_size: int, **kw: Any) -> list[dict]:
+    """Every item of a paged list, following ``next_page_token`` to the end."""
+    items: list[dict] = []
+    token = ""
+    for _ in range(1000):
+        r = http.get(f"{path}?page_size={page_size}&page_token={token}", **kw)
+        assert r.status == 200, r.body
+        body = r.json()
+        items += body[plural]
+        token = body["next_page_token"]
+        if not token:
+            return items
+    raise AssertionError(f"{path} never ended")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from activity_svc import rules as activity_rules
 from activity_svc.rules import check_display_name, check_handle, check_password
 from mesh.errors import InvalidArgument
 from mesh.validation import page_size, parse_uuid
@@ -54,3 +55,15 @@ def test_page_size_defaults_and_bounds() -> None:
     for bad in (-1, 101):
         with pytest.raises(InvalidArgument):
             page_size(bad)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n", "x" * 501, "a\x00b", "bell\x07"])
+def test_bad_comments_are_rejected_naming_text(text: str) -> None:
+    with pytest.raises(InvalidArgument) as e:
+        activity_rules.check_comment_text(text)
+    assert e.value.field == "text"
+
+
+@pytest.mark.parametrize("text", ["x", "é" * 500, "two\nlines\ttab", "🎉 nice"])
+def test_good_comments_are_kept_as_written(text: str) -> None:
+    assert activity_rules.check_comment_text(text) == text
