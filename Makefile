@@ -26,6 +26,7 @@ protos: gen/.stamp
 # Benchmarks are not tests: each starts its own stack and writes bench/results/*.json.
 bench: $(VENV)/.installed gen/.stamp
 	$(PY) -m bench.uploads
+	$(PY) -m bench.likes
 
 # The venv, the pinned dependencies, and a .pth so `python -m <svc>` finds the repo and gen/.
 $(VENV)/.installed: requirements.txt

@@ -148,36 +148,22 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
         followee = parse_uuid(request.followee_id, "followee_id")
         if followee == caller:
             raise InvalidArgument("followee_id", "is the caller; a user cannot follow themselves")
-        async with self.pool.connection() as conn, conn.transaction():
-            await store.lock_pair(conn, "follow", caller, followee)
+        event = _follow_event("follow.created", caller, followee)
+        async with self.pool.connection() as conn:
             try:
-                row = await store.insert_follow(conn, caller, followee)
+                row, _ = await store.add_pair(conn, "follows", caller, followee, event)
             except psycopg.errors.ForeignKeyViolation:
                 raise NotFound("user", request.followee_id) from None
-            if row is not None:
-                change = events_pb2.FollowChanged(
-                    follower_id=str(caller), followee_id=str(followee)
-                )
-                await record_event(conn, new_event("follow.created", str(caller), follow=change))
-            else:
-                row = await store.follow_by_pair(conn, caller, followee)
-                assert row is not None  # the pair lock keeps it from vanishing meanwhile
         return activity_pb2.Follow(
-            follower_id=str(row.follower_id),
-            followee_id=str(row.followee_id),
-            created_at=timestamp(row.created_at),
+            follower_id=str(row.a), followee_id=str(row.b), created_at=timestamp(row.created_at)
         )
 
     async def DeleteFollow(self, request, context):
         caller = _caller(context)
         followee = parse_uuid(request.followee_id, "followee_id")
-        async with self.pool.connection() as conn, conn.transaction():
-            await store.lock_pair(conn, "follow", caller, followee)
-            if await store.delete_follow(conn, caller, followee):
-                change = events_pb2.FollowChanged(
-                    follower_id=str(caller), followee_id=str(followee)
-                )
-                await record_event(conn, new_event("follow.deleted", str(caller), follow=change))
+        event = _follow_event("follow.deleted", caller, followee)
+        async with self.pool.connection() as conn:
+            await store.remove_pair(conn, "follows", caller, followee, event)
         return empty_pb2.Empty()
 
     async def ListFollowers(self, request, context):
@@ -225,9 +211,7 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
     async def CreateLike(self, request, context):
         row = await self._add_video_pair("likes", request.video_id, context)
         return activity_pb2.Like(
-            user_id=str(row.user_id),
-            video_id=str(row.video_id),
-            created_at=timestamp(row.created_at),
+            user_id=str(row.a), video_id=str(row.b), created_at=timestamp(row.created_at)
         )
 
     async def DeleteLike(self, request, context):
@@ -237,9 +221,7 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
     async def CreateFavorite(self, request, context):
         row = await self._add_video_pair("favorites", request.video_id, context)
         return activity_pb2.Favorite(
-            user_id=str(row.user_id),
-            video_id=str(row.video_id),
-            created_at=timestamp(row.created_at),
+            user_id=str(row.a), video_id=str(row.b), created_at=timestamp(row.created_at)
         )
 
     async def DeleteFavorite(self, request, context):
@@ -248,29 +230,23 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
 
     async def _add_video_pair(
         self, relation: store.VideoRelation, video_id_text: str, context
-    ) -> store.VideoPairRow:
+    ) -> store.PairRow:
         caller = _caller(context)
         video_id = parse_uuid(video_id_text, "video_id")
         await self._live_video(video_id)
-        async with self.pool.connection() as conn, conn.transaction():
-            await store.lock_pair(conn, relation, caller, video_id)
-            row = await store.insert_video_pair(conn, relation, caller, video_id)
-            if row is not None:
-                await _record_video_pair_event(conn, relation, "created", caller, video_id)
-                return row
-            row = await store.video_pair(conn, relation, caller, video_id)
-            assert row is not None  # the pair lock keeps it from vanishing meanwhile
-            return row
+        event = _video_pair_event(relation, "created", caller, video_id)
+        async with self.pool.connection() as conn:
+            row, _ = await store.add_pair(conn, relation, caller, video_id, event)
+        return row
 
     async def _remove_video_pair(
         self, relation: store.VideoRelation, video_id_text: str, context
     ) -> None:
         caller = _caller(context)
         video_id = parse_uuid(video_id_text, "video_id")
-        async with self.pool.connection() as conn, conn.transaction():
-            await store.lock_pair(conn, relation, caller, video_id)
-            if await store.delete_video_pair(conn, relation, caller, video_id):
-                await _record_video_pair_event(conn, relation, "deleted", caller, video_id)
+        event = _video_pair_event(relation, "deleted", caller, video_id)
+        async with self.pool.connection() as conn:
+            await store.remove_pair(conn, relation, caller, video_id, event)
 
     async def ListLikedVideos(self, request, context):
         user_id = parse_uuid(request.user_id, "user_id")
@@ -425,22 +401,19 @@ def _batch_ids(values, field: str) -> list[uuid.UUID]:
     return [parse_uuid(v, field) for v in values]
 
 
-async def _record_video_pair_event(
-    conn: AsyncConnection,
-    relation: store.VideoRelation,
-    verb: str,
-    user_id: uuid.UUID,
-    video_id: uuid.UUID,
-) -> None:
+def _follow_event(event_type: str, follower: uuid.UUID, followee: uuid.UUID) -> events_pb2.Event:
+    change = events_pb2.FollowChanged(follower_id=str(follower), followee_id=str(followee))
+    return new_event(event_type, str(follower), follow=change)
+
+
+def _video_pair_event(
+    relation: store.VideoRelation, verb: str, user_id: uuid.UUID, video_id: uuid.UUID
+) -> events_pb2.Event:
+    """The event a like or favorite change records (only if the change happens)."""
+    ids = {"user_id": str(user_id), "video_id": str(video_id)}
     if relation == "likes":
-        payload = {"like": events_pb2.LikeChanged(user_id=str(user_id), video_id=str(video_id))}
-        event_type = f"like.{verb}"
-    else:
-        payload = {
-            "favorite": events_pb2.FavoriteChanged(user_id=str(user_id), video_id=str(video_id))
-        }
-        event_type = f"favorite.{verb}"
-    await record_event(conn, new_event(event_type, str(video_id), **payload))
+        return new_event(f"like.{verb}", str(video_id), like=events_pb2.LikeChanged(**ids))
+    return new_event(f"favorite.{verb}", str(video_id), favorite=events_pb2.FavoriteChanged(**ids))
 
 
 async def _record_comment_event(

@@ -11,6 +11,9 @@ from typing import Literal
 from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row
 
+from mesh.outbox import OUTBOX_INSERT, outbox_params
+from tiktok.v1 import events_pb2
+
 
 @dataclass(frozen=True)
 class UserRow:
@@ -95,58 +98,107 @@ async def user_exists(conn: AsyncConnection, user_id: uuid.UUID) -> bool:
 
 
 # --- pairs: follows, likes, favorites ---------------------------------------------------------
+#
+# A pair write is an upsert or a delete plus its outbox event, in one transaction, serialised per
+# pair by an advisory lock: concurrent create and delete calls of one pair commit in the order
+# they took the lock, so the last one acknowledged decides the state. (Without the lock a DELETE
+# does not wait for an uncommitted INSERT of the same pair, and could be acknowledged last while
+# the row stays.) Each write is one round trip: the statements of a call are pipelined.
+
+PairRelation = Literal["follows", "likes", "favorites"]
+VideoRelation = Literal["likes", "favorites"]
+_PAIR_COLUMNS: dict[str, tuple[str, str]] = {
+    "follows": ("follower_id", "followee_id"),
+    "likes": ("user_id", "video_id"),
+    "favorites": ("user_id", "video_id"),
+}
 
 
-async def lock_pair(conn: AsyncConnection, relation: str, a: uuid.UUID, b: uuid.UUID) -> None:
-    """Serialises writes to one pair until the transaction ends, so concurrent create and
-    delete calls of the same pair commit in the order they took the lock and the last one
-    acknowledged decides the state (a DELETE does not wait for an uncommitted INSERT)."""
+@dataclass(frozen=True)
+class PairRow:
+    """One follow, like or favorite: (follower, followee) or (user, video), and when."""
+
+    a: uuid.UUID
+    b: uuid.UUID
+    created_at: datetime
+
+
+def _pair_names(relation: PairRelation) -> dict[str, sql.Composable]:
+    a, b = _PAIR_COLUMNS[relation]
+    return {"rel": sql.Identifier(relation), "a": sql.Identifier(a), "b": sql.Identifier(b)}
+
+
+def _read_pair(names: dict[str, sql.Composable]) -> sql.Composed:
+    return sql.SQL(
+        "SELECT {a} AS a, {b} AS b, created_at FROM {rel} WHERE {a} = %s AND {b} = %s"
+    ).format(**names)
+
+
+async def _lock_pair(
+    conn: AsyncConnection, relation: PairRelation, a: uuid.UUID, b: uuid.UUID
+) -> None:
     await conn.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"{relation}:{a}:{b}"]
     )
 
 
-@dataclass(frozen=True)
-class FollowRow:
-    follower_id: uuid.UUID
-    followee_id: uuid.UUID
-    created_at: datetime
+async def add_pair(
+    conn: AsyncConnection,
+    relation: PairRelation,
+    a: uuid.UUID,
+    b: uuid.UUID,
+    event: events_pb2.Event,
+) -> tuple[PairRow, bool]:
+    """Adds the pair and, only if it was new, records ``event``. Returns the pair (the existing
+    one when it was there) and whether this call created it. ForeignKeyViolation for a follow of
+    an unknown user."""
+    names = _pair_names(relation)
+    upsert = sql.SQL(
+        "WITH added AS (INSERT INTO {rel} ({a}, {b}) VALUES (%s, %s)"
+        "  ON CONFLICT DO NOTHING RETURNING 1),"
+        " event AS (" + OUTBOX_INSERT + " SELECT %s, %s, %s FROM added)"
+        " SELECT count(*) FROM added"
+    ).format(**names)
+    read = conn.cursor(row_factory=class_row(PairRow))
+    async with conn.pipeline(), conn.transaction():
+        await _lock_pair(conn, relation, a, b)
+        added = await conn.execute(upsert, [a, b, *outbox_params(event)])
+        await read.execute(_read_pair(names), [a, b])
+    created = await added.fetchone()
+    row = await read.fetchone()
+    assert created is not None and row is not None  # the lock keeps the pair until commit
+    return row, created[0] == 1
 
 
-async def insert_follow(
-    conn: AsyncConnection, follower_id: uuid.UUID, followee_id: uuid.UUID
-) -> FollowRow | None:
-    """The new follow; None when it existed. ForeignKeyViolation when the followee is unknown."""
-    cur = conn.cursor(row_factory=class_row(FollowRow))
-    await cur.execute(
-        "INSERT INTO follows (follower_id, followee_id) VALUES (%s, %s)"
-        " ON CONFLICT DO NOTHING RETURNING follower_id, followee_id, created_at",
-        [follower_id, followee_id],
-    )
+async def pair(
+    conn: AsyncConnection, relation: PairRelation, a: uuid.UUID, b: uuid.UUID
+) -> PairRow | None:
+    cur = conn.cursor(row_factory=class_row(PairRow))
+    await cur.execute(_read_pair(_pair_names(relation)), [a, b])
     return await cur.fetchone()
 
 
-async def follow_by_pair(
-    conn: AsyncConnection, follower_id: uuid.UUID, followee_id: uuid.UUID
-) -> FollowRow | None:
-    cur = conn.cursor(row_factory=class_row(FollowRow))
-    await cur.execute(
-        "SELECT follower_id, followee_id, created_at FROM follows"
-        " WHERE follower_id = %s AND followee_id = %s",
-        [follower_id, followee_id],
-    )
-    return await cur.fetchone()
-
-
-async def delete_follow(
-    conn: AsyncConnection, follower_id: uuid.UUID, followee_id: uuid.UUID
+async def remove_pair(
+    conn: AsyncConnection,
+    relation: PairRelation,
+    a: uuid.UUID,
+    b: uuid.UUID,
+    event: events_pb2.Event,
 ) -> bool:
-    """True when this call removed the follow."""
-    cur = await conn.execute(
-        "DELETE FROM follows WHERE follower_id = %s AND followee_id = %s",
-        [follower_id, followee_id],
-    )
-    return cur.rowcount == 1
+    """Removes the pair and, only if it was there, records ``event``; True when removed.
+
+    The lock is a statement of its own: a DELETE only sees rows of its snapshot, so it must
+    start after the lock is held (READ COMMITTED takes a snapshot per statement)."""
+    query = sql.SQL(
+        "WITH removed AS (DELETE FROM {rel} WHERE {a} = %s AND {b} = %s RETURNING 1),"
+        " event AS (" + OUTBOX_INSERT + " SELECT %s, %s, %s FROM removed)"
+        " SELECT count(*) FROM removed"
+    ).format(**_pair_names(relation))
+    async with conn.pipeline(), conn.transaction():
+        await _lock_pair(conn, relation, a, b)
+        cur = await conn.execute(query, [a, b, *outbox_params(event)])
+    row = await cur.fetchone()
+    return bool(row and row[0])
 
 
 Side = Literal["followers", "following"]
@@ -186,57 +238,6 @@ async def follow_ids_page(
 def _before(after_seq: int | None) -> int:
     """The keyset bound: rows with a smaller seq come after ``after_seq`` (newest first)."""
     return after_seq if after_seq is not None else 2**63 - 1
-
-
-VideoRelation = Literal["likes", "favorites"]
-
-
-@dataclass(frozen=True)
-class VideoPairRow:
-    user_id: uuid.UUID
-    video_id: uuid.UUID
-    created_at: datetime
-
-
-async def insert_video_pair(
-    conn: AsyncConnection, relation: VideoRelation, user_id: uuid.UUID, video_id: uuid.UUID
-) -> VideoPairRow | None:
-    """The new like or favorite; None when it existed."""
-    cur = conn.cursor(row_factory=class_row(VideoPairRow))
-    await cur.execute(
-        sql.SQL(
-            "INSERT INTO {} (user_id, video_id) VALUES (%s, %s)"
-            " ON CONFLICT DO NOTHING RETURNING user_id, video_id, created_at"
-        ).format(sql.Identifier(relation)),
-        [user_id, video_id],
-    )
-    return await cur.fetchone()
-
-
-async def video_pair(
-    conn: AsyncConnection, relation: VideoRelation, user_id: uuid.UUID, video_id: uuid.UUID
-) -> VideoPairRow | None:
-    cur = conn.cursor(row_factory=class_row(VideoPairRow))
-    await cur.execute(
-        sql.SQL(
-            "SELECT user_id, video_id, created_at FROM {} WHERE user_id = %s AND video_id = %s"
-        ).format(sql.Identifier(relation)),
-        [user_id, video_id],
-    )
-    return await cur.fetchone()
-
-
-async def delete_video_pair(
-    conn: AsyncConnection, relation: VideoRelation, user_id: uuid.UUID, video_id: uuid.UUID
-) -> bool:
-    """True when this call removed the like or favorite."""
-    cur = await conn.execute(
-        sql.SQL("DELETE FROM {} WHERE user_id = %s AND video_id = %s").format(
-            sql.Identifier(relation)
-        ),
-        [user_id, video_id],
-    )
-    return cur.rowcount == 1
 
 
 async def video_pair_page(

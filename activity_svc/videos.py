@@ -37,7 +37,7 @@ class VideoDirectory:
     def __init__(self, upload: upload_pb2_grpc.UploadServiceStub, *, timeout: float = 2.0):
         self.upload = upload
         self.timeout = timeout
-        self._refs: BatchLoader[str, VideoRef] = BatchLoader(self._fetch_refs)
+        self._refs: BatchLoader[str, VideoRef] = BatchLoader(self._fetch_refs, max_in_flight=1)
 
     async def live(self, video_id: uuid.UUID) -> VideoRef | None:
         """The video if it is published and not deleted, else None."""

@@ -41,12 +41,18 @@ def new_event(event_type: str, aggregate_id: str, **payload: Message) -> events_
     return event
 
 
+# The outbox insert, for statements that record an event in a CTE next to their write (one
+# round trip); its parameters are ``outbox_params(event)``.
+OUTBOX_INSERT = "INSERT INTO outbox (event_type, aggregate_id, payload)"
+
+
+def outbox_params(event: events_pb2.Event) -> list[object]:
+    return [event.type, event.aggregate_id, event.SerializeToString()]
+
+
 async def record_event(conn: AsyncConnection, event: events_pb2.Event) -> None:
     """Adds ``event`` to the outbox; call inside the transaction of the write it describes."""
-    await conn.execute(
-        "INSERT INTO outbox (event_type, aggregate_id, payload) VALUES (%s, %s, %s)",
-        [event.type, event.aggregate_id, event.SerializeToString()],
-    )
+    await conn.execute(f"{OUTBOX_INSERT} VALUES (%s, %s, %s)", outbox_params(event))
 
 
 class OutboxRelay:
