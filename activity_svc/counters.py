@@ -34,6 +34,9 @@ from tiktok.v1 import events_pb2
 log = logging.getLogger("activity_svc.counters")
 
 GROUP = "counters"
+PRUNE_BATCH = 10_000
+
+_SIGNS = {"created": 1, "deleted": -1, "published": 1}
 
 # counts in the column order of user_counters and video_counters
 FOLLOWERS, FOLLOWING, VIDEOS = 0, 1, 2
@@ -52,8 +55,9 @@ class Deltas:
     )
 
     def add(self, event: events_pb2.Event) -> None:
-        verb = event.type.rpartition(".")[2]
-        sign = -1 if verb == "deleted" else 1
+        sign = _SIGNS.get(event.type.rpartition(".")[2])
+        if sign is None:  # a type this consumer does not know counts nothing (events.proto)
+            return
         payload = event.WhichOneof("payload")
         if payload == "follow":
             self.users[uuid.UUID(event.follow.followee_id)][FOLLOWERS] += sign
@@ -64,11 +68,11 @@ class Deltas:
             self.videos[uuid.UUID(event.favorite.video_id)][FAVORITES] += sign
         elif payload == "comment":
             self.videos[uuid.UUID(event.comment.video_id)][COMMENTS] += sign
-        elif payload == "video_published":
+        elif payload == "video_published" and event.type == "video.published":
             self.users[uuid.UUID(event.video_published.creator_id)][VIDEOS] += 1
             # a row of zeros, so the new video's counts are mirrored before its first like
             self.videos[uuid.UUID(event.video_published.video_id)][LIKES] += 0
-        elif payload == "video_deleted":
+        elif payload == "video_deleted" and event.type == "video.deleted":
             self.users[uuid.UUID(event.video_deleted.creator_id)][VIDEOS] -= 1
 
 
@@ -149,6 +153,7 @@ class CounterConsumer:
                     group_ready = False
                     continue
                 log.exception("counter consumer: unexpected Redis reply")
+                read_from = "0"
                 await asyncio.sleep(1.0)
             except DEPENDENCY_ERRORS as e:
                 log.warning("counter consumer waiting for its stores: %r", e)
@@ -182,7 +187,7 @@ class CounterConsumer:
             count=self.batch_size,
             justid=True,
         )
-        claimed = reply[1] if len(reply) > 1 else []
+        claimed = reply  # with justid, redis-py returns just the claimed ids
         if claimed:
             log.info("claimed abandoned events", extra={"count": len(claimed)})
         return bool(claimed)
@@ -249,7 +254,27 @@ async def prune_applied_events(
     if oldest:
         oldest_ms = int((oldest.decode() if isinstance(oldest, bytes) else oldest).split("-")[0])
         horizon = min(horizon, oldest_ms / 1000)
-    async with pool.connection() as conn:
-        removed = await store.prune_applied_events(conn, horizon - margin_seconds)
+    removed = batch = 0
+    while batch == 0 or batch == PRUNE_BATCH:  # in batches: each within the statement timeout
+        async with pool.connection() as conn:
+            batch = await store.prune_applied_events(conn, horizon - margin_seconds, PRUNE_BATCH)
+        removed += batch
     if removed:
         log.info("applied events pruned", extra={"count": removed})
+
+
+async def forget_idle_consumers(redis: aioredis.Redis, idle_seconds: int = 3600) -> None:
+    """Removes consumers of the group that hold nothing and have not read for an hour (gone
+    instances, renamed hosts), so the group's consumer list does not grow forever."""
+    try:
+        consumers = await redis.xinfo_consumers(keys.EVENTS_STREAM, GROUP)
+    except redis.exceptions.ResponseError:  # no stream or group yet
+        return
+    for consumer in consumers:
+        if consumer["pending"] == 0 and consumer["idle"] > idle_seconds * 1000:
+            await redis.xgroup_delconsumer(keys.EVENTS_STREAM, GROUP, consumer["name"])
+            name = consumer["name"]
+            log.info(
+                "idle consumer removed",
+                extra={"consumer": name.decode() if isinstance(name, bytes) else name},
+            )

@@ -293,7 +293,7 @@ async def comment_on_video(
 ) -> CommentRow | None:
     cur = conn.cursor(row_factory=class_row(CommentRow))
     await cur.execute(
-        f"SELECT {_COMMENT} FROM comments WHERE comment_id = %s AND video_id = %s FOR UPDATE",
+        f"SELECT {_COMMENT} FROM comments WHERE comment_id = %s AND video_id = %s",
         [comment_id, video_id],
     )
     return await cur.fetchone()
@@ -374,9 +374,10 @@ async def add_to_counters(
     """Adds the deltas, one upsert for all rows, in id order (two consumers updating the same
     rows lock them in the same order: no deadlock). Returns the rows as they now are."""
     ids = sorted(deltas)
+    # a new row starts at version 1: version 0 is what read repair mirrors for "never counted"
     query = sql.SQL(
-        "INSERT INTO {table} AS t ({key}, {a}, {b}, {c})"
-        " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[])"
+        "INSERT INTO {table} AS t ({key}, {a}, {b}, {c}, version)"
+        " SELECT *, 1 FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[])"
         " ORDER BY 1"
         " ON CONFLICT ({key}) DO UPDATE SET {a} = t.{a} + excluded.{a},"
         " {b} = t.{b} + excluded.{b}, {c} = t.{c} + excluded.{c}, version = t.version + 1"
@@ -397,8 +398,11 @@ async def counters_by_ids(
     return [CounterRow(r[0], (r[1], r[2], r[3]), r[4]) for r in await cur.fetchall()]
 
 
-async def prune_applied_events(conn: AsyncConnection, before_epoch: float) -> int:
+async def prune_applied_events(conn: AsyncConnection, before_epoch: float, limit: int) -> int:
+    """Deletes up to ``limit`` ids applied before ``before_epoch`` (applied_events_by_time)."""
     cur = await conn.execute(
-        "DELETE FROM applied_events WHERE applied_at < to_timestamp(%s)", [before_epoch]
+        "DELETE FROM applied_events WHERE event_id IN (SELECT event_id FROM applied_events"
+        " WHERE applied_at < to_timestamp(%s) LIMIT %s)",
+        [before_epoch, limit],
     )
     return cur.rowcount

@@ -29,7 +29,7 @@ class BatchLoader(Generic[K, V]):
         self._max_batch = max_batch
         self._slots = asyncio.Semaphore(max_in_flight)
         self._waiting: dict[K, list[asyncio.Future[V | None]]] = {}
-        self._dispatch_scheduled = False
+        self._gathering = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def load(self, key: K) -> V | None:
@@ -40,25 +40,26 @@ class BatchLoader(Generic[K, V]):
         return await future
 
     def _schedule(self) -> None:
-        # one dispatch per loop iteration gathers every key asked for in that iteration
-        if not self._dispatch_scheduled:
-            self._dispatch_scheduled = True
+        # At most one batch is being gathered at a time: it is scheduled for the next loop
+        # iteration (collecting every key asked for in this one), then waits for a free slot
+        # (collecting every key asked for meanwhile), and only then takes its keys.
+        if not self._gathering:
+            self._gathering = True
             asyncio.get_running_loop().call_soon(self._dispatch)
 
     def _dispatch(self) -> None:
-        self._dispatch_scheduled = False
         task = asyncio.create_task(self._run_batch())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _run_batch(self) -> None:
         async with self._slots:
-            # taken only now: keys that arrived while every slot was busy ride this batch
+            self._gathering = False
             keys = list(self._waiting)[: self._max_batch]
             if not keys:
                 return
             batch = {key: self._waiting.pop(key) for key in keys}
-            if self._waiting:
+            if self._waiting:  # more than one batch's worth: the next one starts gathering
                 self._schedule()
             try:
                 found = await self._fetch(keys)

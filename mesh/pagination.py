@@ -13,6 +13,9 @@ from typing import Any
 
 from mesh.errors import InvalidArgument
 
+# our tokens are a kind and a short position; anything longer was not made by us
+MAX_TOKEN_CHARS = 512
+
 
 def encode_token(kind: str, position: list[Any]) -> str:
     raw = json.dumps({"k": kind, "p": position}, separators=(",", ":")).encode()
@@ -23,12 +26,14 @@ def decode_token(token: str, kind: str) -> list[Any] | None:
     """The position in ``token``; None for the first page. INVALID_ARGUMENT names page_token."""
     if not token:
         return None
+    if len(token) > MAX_TOKEN_CHARS:
+        raise InvalidArgument("page_token", "is not a token this list returned")
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if data["k"] != kind or not isinstance(data["p"], list):
             raise ValueError
         return data["p"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
         raise InvalidArgument(
             "page_token", "is not a token this list returned; start again without one"
         ) from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import grpc
+import psycopg
 import pytest
 import redis
 
@@ -97,10 +98,10 @@ def test_redelivered_events_are_not_counted_twice(edge: Http, stack: Stack) -> N
         # one transaction, so the live consumers (blocked on the stream) cannot take them first
         pipe = r.pipeline(transaction=True)
         pipe.xadd(keys.EVENTS_STREAM, like_entry)
-        pipe.xadd(keys.EVENTS_STREAM, like_entry)
-        pipe.xreadgroup(GROUP, "dead-consumer", {keys.EVENTS_STREAM: ">"}, count=2)
-        dead = pipe.execute()[2]
-        assert len(dead[0][1]) == 2  # pending on the dead consumer; live ones must claim them
+        pipe.xreadgroup(GROUP, "dead-consumer", {keys.EVENTS_STREAM: ">"}, count=1)
+        pipe.xadd(keys.EVENTS_STREAM, like_entry)  # this copy goes to a live consumer
+        dead = pipe.execute()[1]
+        assert len(dead[0][1]) == 1  # pending on the dead consumer; a live one must claim it
         # a like after that: applied only once the claimed entries before it were handled
         other = sign_up(edge, "other")
         assert like(edge, other, video["video_id"]).status == 200
@@ -319,3 +320,32 @@ def test_likes_work_over_grpc_through_the_edge(edge: Http, edge_channel: grpc.Ch
             activity_pb2.ListFavoriteVideosRequest(user_id=str(uuid.uuid4())), metadata=auth
         )
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_count_repaired_before_the_first_like_does_not_hide_it(
+    edge: Http, stack: Stack, internal_channel: grpc.Channel
+) -> None:
+    """A video counted for the first time after read repair mirrored it as zeros (an old video,
+    or its first like in the same batch as its publication) must still show its count."""
+    video = publish(edge, sign_up(edge, "creator"))
+    vid = video["video_id"]
+    eventually(lambda: stack_redis_has(stack, keys.video_counts(vid)))
+    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM activity.video_counters WHERE video_id = %s", [vid])
+    r = redis.Redis.from_url(stack.settings.redis_url)
+    try:
+        r.delete(keys.video_counts(vid))
+    finally:
+        r.close()
+    stub = activity_pb2_grpc.ActivityServiceStub(internal_channel)
+    stub.BatchGetVideoCounts(activity_pb2.BatchGetVideoCountsRequest(video_ids=[vid]))
+    assert like(edge, sign_up(edge, "fan"), vid).status == 200
+    eventually(lambda: video_counts(edge, vid) == (1, 0, 0))
+
+
+def stack_redis_has(stack: Stack, key: str) -> bool:
+    r = redis.Redis.from_url(stack.settings.redis_url)
+    try:
+        return bool(r.exists(key))
+    finally:
+        r.close()

@@ -56,3 +56,8 @@ def test_entries_that_are_not_events_are_skipped_not_fatal() -> None:
     bad_id = like("created", user="not-a-uuid")
     bad_id.like.video_id = "not-a-uuid"
     assert parse_entry({b"event": bad_id.SerializeToString()}) is None
+
+
+def test_verbs_it_does_not_know_count_nothing_even_with_a_known_payload() -> None:
+    reported = new_event("like.reported", V, like=events_pb2.LikeChanged(user_id=A, video_id=V))
+    assert not deltas_of([reported]).videos
