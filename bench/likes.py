@@ -224,7 +224,9 @@ def run(stack: Stack) -> dict:
                 (t, spread[i % SPREAD_VIDEOS])
                 for i, t in enumerate(tokens[start : start + per_round])
             ]
-            acks, failed = load(spread_jobs, pool)
+            # the poller runs here too, on a spread video, so both phases carry its CPU cost
+            with MirrorPoller(settings.redis_url, spread[0]):
+                acks, failed = load(spread_jobs, pool)
             rounds["spread"].append(len(acks) / ROUND_SECONDS)
             errors += failed
 
