@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from activity_svc.counters import CounterConsumer, forget_idle_consumers, prune_applied_events
+from activity_svc.counters import CounterConsumer, prune_applied_events
 from activity_svc.credentials import Passwords, TokenIssuer
 from activity_svc.service import ActivityService
 from activity_svc.videos import VideoDirectory
@@ -55,7 +55,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
             OutboxRelay(pool, redis, SCHEMA).run(),
             consumer.run(),
             every(600, "prune applied events", lambda: prune_applied_events(pool, redis)),
-            every(600, "forget idle consumers", lambda: forget_idle_consumers(redis)),
+            every(600, "forget idle consumers", consumer.group.forget_idle_consumers),
         ):
             yield lambda server: activity_pb2_grpc.add_ActivityServiceServicer_to_server(
                 service, server

@@ -1,22 +1,32 @@
-"""python -m feed_svc: serves FeedService (health, reflection, graceful shutdown).
-
-The methods are not built yet: the generated base servicer answers UNIMPLEMENTED.
-"""
+"""python -m feed_svc: settings → Redis, UploadService and ActivityService stubs → serve."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from feed_svc.hydrate import Hydrator
+from feed_svc.queues import FeedQueues
+from feed_svc.service import FeedService
+from mesh.clients import internal_channel, redis_client
+from mesh.counters import CounterMirror, VideoCountsSource
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
-from tiktok.v1 import feed_pb2_grpc
+from tiktok.v1 import activity_pb2_grpc, feed_pb2_grpc, upload_pb2_grpc
 
 
 @asynccontextmanager
 async def setup(settings: Settings) -> AsyncIterator[Registrar]:
-    servicer = feed_pb2_grpc.FeedServiceServicer()
-    yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(servicer, server)
+    redis = redis_client(settings.redis_url)
+    channel = internal_channel(settings)
+    counts = VideoCountsSource(CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel))
+    hydrator = Hydrator(redis, upload_pb2_grpc.UploadServiceStub(channel), counts)
+    service = FeedService(FeedQueues(redis), hydrator)
+    try:
+        yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(service, server)
+    finally:
+        await channel.close()
+        await redis.aclose()
 
 
 if __name__ == "__main__":

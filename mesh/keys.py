@@ -23,3 +23,34 @@ def video_counts(video_id: str) -> str:
 def user_counts(user_id: str) -> str:
     """The counter mirror of a user: a hash of follower/following/video counts and a version."""
     return f"counts:u:{{{user_id}}}"
+
+
+# The for-you queue of this (nil) user id is the global trending list: anonymous readers get
+# it, and it is what every for-you feed falls back to.
+GLOBAL_FEED_USER = "00000000-0000-0000-0000-000000000000"
+
+
+def feed_queue(user_id: str, kind: str) -> str:
+    """A user's feed queue (``kind`` is ``following`` or ``for_you``): a sorted set of video
+    ids scored by rank (publish time in ms for following), capped by feed_svc."""
+    return f"feed:{{{user_id}}}:{kind}"
+
+
+def feed_creators(user_id: str, kind: str) -> str:
+    """The creator of each video in ``feed_queue``: a hash kept in step with it."""
+    return f"feedc:{{{user_id}}}:{kind}"
+
+
+def feed_batch_applied(user_id: str, batch_id: str) -> str:
+    """Marks a FeedBatch as applied for an hour (at most once in effect)."""
+    return f"fbatch:{{{user_id}}}:{batch_id}"
+
+
+def feed_seen(owner: str, session: str) -> str:
+    """The video ids served in one feed session (a set with a TTL)."""
+    return f"seen:{{{owner}}}:{session}"
+
+
+def feed_page(owner: str, session: str, page: int) -> str:
+    """The ids served as page ``page`` of a session, so the same cursor gets the same page."""
+    return f"page:{{{owner}}}:{session}:{page}"

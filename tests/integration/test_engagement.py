@@ -3,6 +3,7 @@ exact under concurrency, under redelivery and across a killed consumer."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -10,8 +11,10 @@ import psycopg
 import pytest
 import redis
 
-from activity_svc.counters import GROUP
+from activity_svc.counters import GROUP, prune_applied_events
 from mesh import keys
+from mesh.clients import redis_client
+from mesh.db import open_pool
 from stack.launcher import Stack
 from tests.helpers import (
     Http,
@@ -349,3 +352,33 @@ def stack_redis_has(stack: Stack, key: str) -> bool:
         return bool(r.exists(key))
     finally:
         r.close()
+
+
+def test_pruning_forgets_only_ids_no_redelivery_can_bring_back(stack: Stack) -> None:
+    old, recent = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO activity.applied_events (event_id, applied_at) VALUES"
+            " (%s, now() - interval '2 days'), (%s, now())",
+            [old, recent],
+        )
+
+    async def prune() -> int:
+        pool = await open_pool(stack.settings.database_url, "activity", max_size=1)
+        client = redis_client(stack.settings.redis_url)
+        try:
+            return await prune_applied_events(pool, client)
+        finally:
+            await client.aclose()
+            await pool.close()
+
+    assert asyncio.run(prune()) >= 1
+    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
+        left = {
+            r[0]
+            for r in conn.execute(
+                "SELECT event_id FROM activity.applied_events WHERE event_id = ANY(%s)",
+                [[old, recent]],
+            ).fetchall()
+        }
+    assert left == {recent}

@@ -170,10 +170,3 @@ def test_oversized_body_is_413(edge: Http) -> None:
     r = edge.post("/v1/users", {"handle": "big", "password": "x" * (2 * 1024 * 1024)})
     assert r.status == 413
     assert r.json()["code"] == 8
-
-
-def test_methods_of_later_issues_answer_501_not_500(edge: Http) -> None:
-    user = sign_up(edge)
-    r = edge.get("/v1/feed?kind=for_you", token=user.token)
-    assert r.status == 501
-    assert r.json()["code"] == 12

@@ -1,0 +1,75 @@
+"""Turning video ids into Video messages: the cards and the counter mirror in one Redis round
+trip; UploadService for cards that are missing (which also rebuilds them), ActivityService for
+counts that are missing."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import grpc
+import redis.asyncio as aioredis
+
+from mesh import keys
+from mesh.counters import VIDEO_FIELDS, VideoCountsSource
+from mesh.interceptors import DEPENDENCY_ERRORS
+from tiktok.v1 import common_pb2, upload_pb2, upload_pb2_grpc
+
+log = logging.getLogger("feed_svc.hydrate")
+
+
+class Hydrator:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        upload: upload_pb2_grpc.UploadServiceStub,
+        counts: VideoCountsSource,
+        *,
+        timeout: float = 1.0,
+    ) -> None:
+        self.redis = redis
+        self.upload = upload
+        self.counts = counts
+        self.timeout = timeout
+
+    async def videos(self, video_ids: Sequence[str]) -> list[common_pb2.Video]:
+        """The live videos among ``video_ids``, in that order, counts filled in. Deleted
+        videos have no card and are not returned by UploadService: they drop out."""
+        if not video_ids:
+            return []
+        found: dict[str, common_pb2.Video] = {}
+        counted: set[str] = set()
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            for video_id in video_ids:
+                pipe.get(keys.video_card(video_id))
+                pipe.hmget(keys.video_counts(video_id), VIDEO_FIELDS)
+            replies = await pipe.execute()
+            for video_id, card, counts in zip(video_ids, replies[0::2], replies[1::2], strict=True):
+                if card is None:
+                    continue
+                video = common_pb2.Video.FromString(card)
+                if counts[0] is not None:
+                    video.like_count, video.comment_count, video.favorite_count = (
+                        max(0, int(c or 0)) for c in counts
+                    )
+                    counted.add(video_id)
+                found[video_id] = video
+        except DEPENDENCY_ERRORS as e:
+            log.warning("cards unreadable, asking upload_svc: %r", e)
+        missing = [v for v in video_ids if v not in found]
+        if missing:
+            try:
+                reply = await self.upload.BatchGetVideos(
+                    upload_pb2.BatchGetVideosRequest(video_ids=missing), timeout=self.timeout
+                )
+            except grpc.aio.AioRpcError as e:
+                log.warning("videos unavailable: %s", e.code().name)
+            else:
+                for video in reply.videos:  # counts included
+                    found[video.video_id] = video
+                    counted.add(video.video_id)
+        uncounted = [v for i, v in found.items() if i not in counted]
+        if uncounted:
+            await self.counts.fill(uncounted)
+        return [found[v] for v in video_ids if v in found]

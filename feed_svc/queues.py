@@ -1,0 +1,155 @@
+"""Feed queues in Redis: applying FeedBatches (at most once, capped) and reading session pages
+(never destructive, never a video twice in a session, the same cursor gives the same page).
+
+Both operations are Lua scripts: each touches one user's keys (one hash slot) and must be atomic
+(a batch is applied whole with its marker; a page is chosen, memoised and marked seen together).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from mesh import keys
+from tiktok.v1 import feed_pb2
+
+QUEUE_CAP = 500
+BATCH_MARKER_SECONDS = 3600
+QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a queue nobody wrote to for a month expires
+SESSION_SECONDS = 3600  # a feed session's seen set and page memos
+MAX_PER_CREATOR = 2  # videos of one creator in one for-you page
+
+KIND_NAMES = {feed_pb2.FEED_KIND_FOLLOWING: "following", feed_pb2.FEED_KIND_FOR_YOU: "for_you"}
+
+# KEYS: queue, creators, marker. ARGV: replace, cap, marker ttl, idle ttl, n_add,
+# then n_add (video_id, creator_id, score) triples, then the ids to remove.
+_APPLY = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+if ARGV[1] == '1' then redis.call('DEL', KEYS[1], KEYS[2]) end
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
+  redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 3
+end
+while i <= #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('HDEL', KEYS[2], ARGV[i])
+  i = i + 1
+end
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
+if excess > 0 then
+  local dropped = redis.call('ZRANGE', KEYS[1], 0, excess - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
+  redis.call('HDEL', KEYS[2], unpack(dropped))
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
+return 1
+"""
+
+# KEYS: queue, creators, seen, page memo. ARGV: page size, session ttl, max per creator (0 = no
+# limit), scan limit. Returns {from_memo, ids joined by ',', unseen entries left, queue exists}.
+_NEXT_PAGE = """
+local memo = redis.call('GET', KEYS[4])
+if memo then return {1, memo, -1, 1} end
+local size = tonumber(ARGV[1])
+local per_creator = tonumber(ARGV[3])
+local picked, per = {}, {}
+local start, chunk, scanned = 0, 100, 0
+while #picked < size and start < tonumber(ARGV[4]) do
+  local ids = redis.call('ZREVRANGE', KEYS[1], start, start + chunk - 1)
+  if #ids == 0 then break end
+  for _, id in ipairs(ids) do
+    scanned = scanned + 1
+    if #picked < size and redis.call('SISMEMBER', KEYS[3], id) == 0 then
+      local ok = true
+      if per_creator > 0 then
+        local creator = redis.call('HGET', KEYS[2], id) or id
+        if (per[creator] or 0) >= per_creator then ok = false
+        else per[creator] = (per[creator] or 0) + 1 end
+      end
+      if ok then picked[#picked + 1] = id end
+    end
+  end
+  start = start + chunk
+end
+local joined = table.concat(picked, ',')
+redis.call('SET', KEYS[4], joined, 'EX', ARGV[2])
+if #picked > 0 then redis.call('SADD', KEYS[3], unpack(picked)) end
+redis.call('EXPIRE', KEYS[3], ARGV[2])
+local left = redis.call('ZCARD', KEYS[1]) - redis.call('SCARD', KEYS[3])
+return {0, joined, left, redis.call('EXISTS', KEYS[1])}
+"""
+
+
+@dataclass(frozen=True)
+class Page:
+    video_ids: list[str]
+    replayed: bool  # the memo of an earlier identical call
+    unseen_left: int  # roughly how many queued videos this session has not served (-1: unknown)
+    queue_exists: bool
+
+
+class FeedQueues:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+        self._apply = redis.register_script(_APPLY)
+        self._next_page = redis.register_script(_NEXT_PAGE)
+
+    async def apply(self, batches: Sequence[feed_pb2.FeedBatch]) -> None:
+        """Applies well-formed batches in order, in one pipeline; each at most once."""
+        pipe = self.redis.pipeline(transaction=False)
+        for batch in batches:
+            kind = KIND_NAMES.get(batch.kind)
+            if kind is None or not batch.user_id or not batch.batch_id:
+                continue  # malformed: acknowledged and dropped (FeedService contract)
+            args: list[object] = [
+                "1" if batch.replace else "0",
+                QUEUE_CAP,
+                BATCH_MARKER_SECONDS,
+                QUEUE_IDLE_SECONDS,
+                len(batch.add),
+            ]
+            for entry in batch.add:
+                args += [entry.video_id, entry.creator_id, entry.score]
+            args += list(batch.remove_video_ids)
+            await self._apply(
+                keys=[
+                    keys.feed_queue(batch.user_id, kind),
+                    keys.feed_creators(batch.user_id, kind),
+                    keys.feed_batch_applied(batch.user_id, batch.batch_id),
+                ],
+                args=args,
+                client=pipe,
+            )
+        if len(pipe):
+            await pipe.execute()
+
+    async def next_page(
+        self, queue_owner: str, kind: str, reader: str, session: str, page: int, size: int
+    ) -> Page:
+        """The ``page``-th page of a session over ``queue_owner``'s queue, as read by ``reader``
+        (the session's owner: the user, or the session itself when anonymous)."""
+        reply = await self._next_page(
+            keys=[
+                keys.feed_queue(queue_owner, kind),
+                keys.feed_creators(queue_owner, kind),
+                keys.feed_seen(reader, session),
+                keys.feed_page(reader, session, page),
+            ],
+            args=[size, SESSION_SECONDS, MAX_PER_CREATOR if kind == "for_you" else 0, 2000],
+        )
+        replayed, joined, left, exists = reply
+        raw = joined.decode() if isinstance(joined, bytes) else joined
+        return Page(
+            video_ids=[v for v in raw.split(",") if v],
+            replayed=bool(replayed),
+            unseen_left=int(left),
+            queue_exists=bool(exists),
+        )
