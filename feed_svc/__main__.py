@@ -1,4 +1,4 @@
-"""python -m feed_svc: settings → Redis, UploadService and ActivityService stubs → serve."""
+"""python -m feed_svc: settings → Redis, the replica pool, stubs of the other services → serve."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from contextlib import asynccontextmanager
 
 from feed_svc.hydrate import Hydrator
 from feed_svc.queues import FeedQueues
-from feed_svc.service import FeedService
+from feed_svc.service import FeedService, RefillRequests
 from mesh.clients import internal_channel, redis_client
 from mesh.counters import CounterMirror, VideoCountsSource
+from mesh.db import open_pool
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
-from tiktok.v1 import activity_pb2_grpc, feed_pb2_grpc, upload_pb2_grpc
+from tiktok.v1 import activity_pb2_grpc, feed_pb2_grpc, precache_pb2_grpc, upload_pb2_grpc
 
 
 @asynccontextmanager
@@ -21,12 +22,15 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     channel = internal_channel(settings)
     counts = VideoCountsSource(CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel))
     hydrator = Hydrator(redis, upload_pb2_grpc.UploadServiceStub(channel), counts)
-    service = FeedService(FeedQueues(redis), hydrator)
+    replica = await open_pool(settings.database_replica_url, "public", max_size=5)
+    refills = RefillRequests(precache_pb2_grpc.PrecacheServiceStub(channel))
+    service = FeedService(FeedQueues(redis), hydrator, refills, replica)
     try:
         yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(service, server)
     finally:
         await channel.close()
         await redis.aclose()
+        await replica.close()
 
 
 if __name__ == "__main__":

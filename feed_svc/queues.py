@@ -54,10 +54,15 @@ return 1
 """
 
 # KEYS: queue, creators, seen, page memo. ARGV: page size, session ttl, max per creator (0 = no
-# limit), scan limit. Returns {from_memo, ids joined by ',', unseen entries left, queue exists}.
+# limit), scan limit. Returns {from_memo, ids joined by ',', unseen entries left, queue exists};
+# the memo keeps the ids and what was left, so a replay answers exactly as the first call did.
 _NEXT_PAGE = """
 local memo = redis.call('GET', KEYS[4])
-if memo then return {1, memo, -1, 1} end
+if memo then
+  local sep = string.find(memo, '|', 1, true)
+  return {1, string.sub(memo, 1, sep - 1), tonumber(string.sub(memo, sep + 1)), 1}
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, 0} end  -- cold: nothing recorded
 local size = tonumber(ARGV[1])
 local per_creator = tonumber(ARGV[3])
 local picked, per = {}, {}
@@ -80,11 +85,31 @@ while #picked < size and start < tonumber(ARGV[4]) do
   start = start + chunk
 end
 local joined = table.concat(picked, ',')
-redis.call('SET', KEYS[4], joined, 'EX', ARGV[2])
 if #picked > 0 then redis.call('SADD', KEYS[3], unpack(picked)) end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
-local left = redis.call('ZCARD', KEYS[1]) - redis.call('SCARD', KEYS[3])
-return {0, joined, left, redis.call('EXISTS', KEYS[1])}
+-- what is left unseen: the queue minus what the session has seen (seen ids that left the queue
+-- make this an underestimate, which only means an earlier refill)
+local left = math.max(0, redis.call('ZCARD', KEYS[1]) - redis.call('SCARD', KEYS[3]))
+redis.call('SET', KEYS[4], joined .. '|' .. left, 'EX', ARGV[2])
+return {0, joined, left, 1}
+"""
+
+
+# KEYS: seen, page memo. ARGV: page size, session ttl, candidate ids (best first).
+# Records the first unseen candidates as the page, unless the page was recorded already.
+_RECORD_PAGE = """
+local memo = redis.call('GET', KEYS[2])
+if memo then return memo end
+local picked = {}
+for i = 3, #ARGV do
+  if #picked >= tonumber(ARGV[1]) then break end
+  if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 0 then picked[#picked + 1] = ARGV[i] end
+end
+local joined = table.concat(picked, ',')
+redis.call('SET', KEYS[2], joined, 'EX', ARGV[2])
+if #picked > 0 then redis.call('SADD', KEYS[1], unpack(picked)) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return joined
 """
 
 
@@ -92,7 +117,7 @@ return {0, joined, left, redis.call('EXISTS', KEYS[1])}
 class Page:
     video_ids: list[str]
     replayed: bool  # the memo of an earlier identical call
-    unseen_left: int  # roughly how many queued videos this session has not served (-1: unknown)
+    unseen_left: int  # about how many queued videos this session has not been served
     queue_exists: bool
 
 
@@ -101,6 +126,7 @@ class FeedQueues:
         self.redis = redis
         self._apply = redis.register_script(_APPLY)
         self._next_page = redis.register_script(_NEXT_PAGE)
+        self._record_page = redis.register_script(_RECORD_PAGE)
 
     async def apply(self, batches: Sequence[feed_pb2.FeedBatch]) -> None:
         """Applies well-formed batches in order, in one pipeline; each at most once."""
@@ -153,3 +179,15 @@ class FeedQueues:
             unseen_left=int(left),
             queue_exists=bool(exists),
         )
+
+    async def record_page(
+        self, reader: str, session: str, page: int, size: int, candidates: Sequence[str]
+    ) -> list[str]:
+        """Makes the first ``size`` unseen ``candidates`` page ``page`` of the session (built
+        outside the queue, on the cold path); an already recorded page is returned as it was."""
+        joined = await self._record_page(
+            keys=[keys.feed_seen(reader, session), keys.feed_page(reader, session, page)],
+            args=[size, SESSION_SECONDS, *candidates],
+        )
+        raw = joined.decode() if isinstance(joined, bytes) else joined
+        return [v for v in raw.split(",") if v]

@@ -10,29 +10,94 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
+
+import grpc
+from prometheus_client import Counter, Histogram
+from psycopg_pool import AsyncConnectionPool
 
 from feed_svc.hydrate import Hydrator
 from feed_svc.queues import FeedQueues
 from mesh import keys
 from mesh.auth import caller_id
 from mesh.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from mesh.feedreads import following_videos
+from mesh.interceptors import DEPENDENCY_ERRORS
 from mesh.pagination import decode_token, encode_token
 from mesh.validation import page_size, parse_uuid
-from tiktok.v1 import feed_pb2, feed_pb2_grpc
+from tiktok.v1 import feed_pb2, feed_pb2_grpc, precache_pb2, precache_pb2_grpc
 
 log = logging.getLogger("feed_svc")
 
 KINDS = ("following", "for_you")
 DEFAULT_PAGE, MAX_PAGE = 10, 50
+LOW_WATER = 20  # unseen entries left below which the builder is asked for a refill
+COLD_DEADLINE_SECONDS = 0.5
 APPLY_CHUNK = 500  # batches applied per Redis pipeline
 INBOX = 2000  # batches read ahead of the applier: bounds memory, pushes back on the sender
 
 
+READS = Counter(
+    "feed_reads_total",
+    "Feed pages served, by where they came from: queue (a hit), cold (built on demand from the"
+    " replica: a miss), replay (a retried cursor).",
+    ["kind", "source"],
+)
+UNSEEN_LEFT = Histogram(
+    "feed_queue_unseen_entries",
+    "Entries of the queue a session has not been served yet, at each page read.",
+    ["kind"],
+    buckets=(0, 10, 20, 50, 100, 200, 300, 500),
+)
+
+
+class RefillRequests:
+    """Asks the builder for refills without waiting for it (the builder deduplicates across
+    processes). From this process: one ask in flight per user and kind, and a running-low ask
+    at most every ``interval`` seconds; a missing queue is asked for at once."""
+
+    def __init__(self, stub: precache_pb2_grpc.PrecacheServiceStub, interval: float = 2.0):
+        self.stub = stub
+        self.interval = interval
+        self._last: dict[tuple[str, int], float] = {}
+        self._in_flight: dict[tuple[str, int], asyncio.Task[None]] = {}
+
+    def request(self, user_id: str, kind: int, *, urgent: bool = False) -> None:
+        key = (user_id, kind)
+        now = time.monotonic()
+        if key in self._in_flight or (
+            not urgent and now - self._last.get(key, -1e9) < self.interval
+        ):
+            return
+        if len(self._last) > 100_000:
+            self._last.clear()
+        self._last[key] = now
+        task = asyncio.create_task(self._send(user_id, kind))
+        self._in_flight[key] = task
+        task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+
+    async def _send(self, user_id: str, kind: int) -> None:
+        try:
+            await self.stub.RequestRefill(
+                precache_pb2.RequestRefillRequest(user_id=user_id, kind=kind), timeout=1.0
+            )
+        except grpc.aio.AioRpcError as e:
+            log.warning("refill request not delivered: %s", e.code().name)
+
+
 class FeedService(feed_pb2_grpc.FeedServiceServicer):
-    def __init__(self, queues: FeedQueues, hydrator: Hydrator) -> None:
+    def __init__(
+        self,
+        queues: FeedQueues,
+        hydrator: Hydrator,
+        refills: RefillRequests,
+        replica: AsyncConnectionPool,
+    ) -> None:
         self.queues = queues
         self.hydrator = hydrator
+        self.refills = refills
+        self.replica = replica
 
     async def GetFeed(self, request, context):
         caller = caller_id(context)
@@ -48,12 +113,45 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
             raise Unauthenticated("the following feed needs a signed-in user: send a token")
         size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
         cursor_kind = f"feed:{kind}:{caller or 'anonymous'}"
-        session, number = _position(decode_token(request.cursor, cursor_kind))
+        session, number = _position(decode_token(request.cursor, cursor_kind, "cursor"))
+        reader = caller or session
         owner = caller if kind == "following" else keys.GLOBAL_FEED_USER
-        page = await self.queues.next_page(owner, kind, caller or session, session, number, size)
-        videos = await self.hydrator.videos(page.video_ids)
-        next_cursor = encode_token(cursor_kind, [session, number + 1]) if page.video_ids else ""
+        page = await self.queues.next_page(owner, kind, reader, session, number, size)
+        video_ids = page.video_ids
+        source = "replay" if page.replayed else "queue"
+        if kind == "following" and not page.replayed:
+            assert caller is not None
+            if not page.queue_exists:
+                # cold: a first page from the replica now, the whole queue from the builder
+                self.refills.request(caller, feed_pb2.FEED_KIND_FOLLOWING, urgent=True)
+                candidates = await self._cold_candidates(caller, size, number)
+                video_ids = await self.queues.record_page(reader, session, number, size, candidates)
+                source = "cold"
+            elif page.unseen_left < LOW_WATER:
+                self.refills.request(caller, feed_pb2.FEED_KIND_FOLLOWING)
+            UNSEEN_LEFT.labels(kind).observe(max(page.unseen_left, 0))
+        elif kind == "for_you" and not page.queue_exists:
+            # no ranking yet (a fresh or flushed Redis): the builder computes one now
+            self.refills.request(keys.GLOBAL_FEED_USER, feed_pb2.FEED_KIND_FOR_YOU, urgent=True)
+        READS.labels(kind, source).inc()
+        videos = await self.hydrator.videos(video_ids)
+        # no cursor once the session has nothing more right now (a later session will)
+        more = bool(video_ids) and (source == "cold" or page.unseen_left > 0)
+        next_cursor = encode_token(cursor_kind, [session, number + 1]) if more else ""
         return feed_pb2.GetFeedResponse(items=videos, next_cursor=next_cursor)
+
+    async def _cold_candidates(self, user_id: str, size: int, number: int) -> list[str]:
+        """The newest videos of the user's followees, straight from the replica, within a tight
+        deadline (a slow replica gives an empty page, not a slow one)."""
+        limit = size * (number + 1) + size  # enough to skip what earlier pages served
+        try:
+            async with asyncio.timeout(COLD_DEADLINE_SECONDS):
+                async with self.replica.connection() as conn:
+                    rows = await following_videos(conn, uuid.UUID(user_id), limit)
+        except (TimeoutError, *DEPENDENCY_ERRORS) as e:
+            log.warning("cold feed page not built: %r", e)
+            return []
+        return [str(r.video_id) for r in rows]
 
     async def StreamFeedBatches(self, request_iterator, context):
         """Reads batches ahead into a bounded inbox; applies whatever has arrived in one

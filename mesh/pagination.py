@@ -22,12 +22,12 @@ def encode_token(kind: str, position: list[Any]) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def decode_token(token: str, kind: str) -> list[Any] | None:
-    """The position in ``token``; None for the first page. INVALID_ARGUMENT names page_token."""
+def decode_token(token: str, kind: str, field: str = "page_token") -> list[Any] | None:
+    """The position in ``token``; None for the first page. INVALID_ARGUMENT names ``field``."""
     if not token:
         return None
     if len(token) > MAX_TOKEN_CHARS:
-        raise InvalidArgument("page_token", "is not a token this list returned")
+        raise InvalidArgument(field, "is not a token this list returned")
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         if data["k"] != kind or not isinstance(data["p"], list):
@@ -35,5 +35,5 @@ def decode_token(token: str, kind: str) -> list[Any] | None:
         return data["p"]
     except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
         raise InvalidArgument(
-            "page_token", "is not a token this list returned; start again without one"
+            field, "is not a token this list returned; start again without one"
         ) from None

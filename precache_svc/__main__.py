@@ -1,22 +1,53 @@
-"""python -m precache_svc: serves PrecacheService (health, reflection, graceful shutdown).
-
-The methods are not built yet: the generated base servicer answers UNIMPLEMENTED.
-"""
+"""python -m precache_svc: settings → replica pool, Redis, the stream to FeedService → the
+events consumer, the trending refresh and the refill workers → serve PrecacheService."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from mesh.clients import internal_channel, redis_client
+from mesh.consumer import GroupConsumer
+from mesh.db import open_pool
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
-from tiktok.v1 import precache_pb2_grpc
+from mesh.tasks import every, running
+from precache_svc.builder import Builder
+from precache_svc.service import PrecacheService, RefillQueue
+from precache_svc.stream import FeedStream
+from tiktok.v1 import feed_pb2_grpc, precache_pb2_grpc
+
+GROUP = "precache"
+TRENDING_EVERY_SECONDS = 10
 
 
 @asynccontextmanager
 async def setup(settings: Settings) -> AsyncIterator[Registrar]:
-    servicer = precache_pb2_grpc.PrecacheServiceServicer()
-    yield lambda server: precache_pb2_grpc.add_PrecacheServiceServicer_to_server(servicer, server)
+    replica = await open_pool(settings.database_replica_url, "public")
+    redis = redis_client(settings.redis_url)
+    channel = internal_channel(settings)
+    stream = FeedStream(feed_pb2_grpc.FeedServiceStub(channel))
+    builder = Builder(replica, stream, settings.hot_creator_followers)
+    refills = RefillQueue(builder)
+    name = f"{socket.gethostname()}:{settings.grpc_ports['precache']}"
+    consumer = GroupConsumer(redis, GROUP, name, builder.handle_entries, batch_size=100)
+    service = PrecacheService(refills)
+    try:
+        async with running(
+            stream.run(),
+            consumer.run(),
+            refills.run(),
+            every(TRENDING_EVERY_SECONDS, "refresh trending", builder.refresh_trending),
+            every(600, "forget idle consumers", consumer.forget_idle_consumers),
+        ):
+            yield lambda server: precache_pb2_grpc.add_PrecacheServiceServicer_to_server(
+                service, server
+            )
+    finally:
+        await channel.close()
+        await redis.aclose()
+        await replica.close()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,13 @@ from tests.helpers import Http
 
 INSTANCES = {"activity": 2}
 # low enough that a test can exhaust one user's bucket quickly, high enough for normal tests
-TEST_ENV = {"RATE_LIMIT_PER_SECOND": "20", "RATE_LIMIT_BURST": "40", "LOG_LEVEL": "INFO"}
+TEST_ENV = {
+    "RATE_LIMIT_PER_SECOND": "20",
+    "RATE_LIMIT_BURST": "40",
+    "LOG_LEVEL": "INFO",
+    # small, so a test can make a hot creator (pulled into feeds, not pushed) with a few users
+    "HOT_CREATOR_FOLLOWERS": "3",
+}
 
 
 def base_env() -> dict[str, str]:

@@ -1,0 +1,234 @@
+"""The builder: decides what goes into feed queues and sends it to feed_svc as FeedBatches.
+
+Event handling is idempotent: a batch's id is derived from the event and the recipient, so an
+event handled twice sends the same batch ids and feed_svc applies them once; and every batch
+is a set operation (add with a fixed score, remove) that is harmless to repeat anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+
+from prometheus_client import Counter, Histogram
+from psycopg_pool import AsyncConnectionPool
+
+from mesh import keys
+from mesh.consumer import Entry, parse_event
+from mesh.feedreads import QueuedVideo, following_videos
+from precache_svc import store
+from precache_svc.stream import FeedStream
+from tiktok.v1 import events_pb2, feed_pb2
+
+log = logging.getLogger("precache_svc.builder")
+
+FOLLOWING, FOR_YOU = feed_pb2.FEED_KIND_FOLLOWING, feed_pb2.FEED_KIND_FOR_YOU
+QUEUE_SIZE = 500
+BACKFILL_VIDEOS = 20  # a new follow brings this many of the followee's newest videos
+PURGE_VIDEOS = 500  # an unfollow removes up to this many of the followee's videos
+FANOUT_PAGE = 10_000
+TRENDING_DAYS = 7
+
+FANOUT_LAG = Histogram(
+    "feed_fanout_lag_seconds",
+    "From a video's publication to its last follower batch applied by feed_svc.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
+EVENTS = Counter("precache_events_total", "Events handled by the builder.", ["type", "outcome"])
+BUILDS = Counter("precache_builds_total", "Queues built from the replica.", ["kind"])
+
+
+def batch_id(event_id: str, user_id: str) -> str:
+    """The same event for the same user always makes the same batch id."""
+    return str(uuid.uuid5(uuid.UUID(event_id), user_id))
+
+
+class Builder:
+    def __init__(
+        self, replica: AsyncConnectionPool, stream: FeedStream, hot_creator_followers: int
+    ) -> None:
+        self.replica = replica
+        self.stream = stream
+        self.hot = hot_creator_followers
+
+    # --- events -----------------------------------------------------------------------------
+
+    async def handle_entries(self, entries: Sequence[Entry]) -> None:
+        """The GroupConsumer handler: events in stream order, each done (its batches applied by
+        feed_svc) before the next, so a follow and an unfollow never overtake each other."""
+        for _, fields in entries:
+            event = parse_event(fields)
+            if event is not None:
+                await self.handle(event)
+
+    async def handle(self, event: events_pb2.Event) -> None:
+        handler = {
+            "video.published": self.fan_out,
+            "video.deleted": self.purge_video,
+            "follow.created": self.backfill,
+            "follow.deleted": self.purge_followee,
+        }.get(event.type)
+        if handler is None:
+            return
+        try:
+            outcome = await handler(event)
+        except ValueError:  # an id that is not a UUID: nothing to build from it
+            outcome = "malformed"
+        EVENTS.labels(event.type, outcome).inc()
+
+    async def fan_out(self, event: events_pb2.Event) -> str:
+        """Pushes a new video to the following queue of each follower, unless the creator is
+        hot (then it is pulled when followers' queues are built)."""
+        published = event.video_published
+        creator = uuid.UUID(published.creator_id)
+        async with self.replica.connection() as conn:
+            followers = await store.follower_count(conn, creator)
+        if followers > self.hot:
+            return "hot_creator_pulled"
+        entry = feed_pb2.FeedEntry(
+            video_id=published.video_id,
+            creator_id=published.creator_id,
+            score=published.created_at.ToMilliseconds(),
+        )
+        async for page in self._follower_pages(creator):
+            await self.stream.send(
+                [
+                    feed_pb2.FeedBatch(
+                        batch_id=batch_id(event.event_id, f),
+                        user_id=f,
+                        kind=FOLLOWING,
+                        add=[entry],
+                    )
+                    for f in page
+                ]
+            )
+        FANOUT_LAG.observe(max(0.0, time.time() - published.created_at.ToMilliseconds() / 1000))
+        return "fanned_out"
+
+    async def purge_video(self, event: events_pb2.Event) -> str:
+        """Takes a deleted video out of its creator's followers' queues and out of trending.
+        (Reads also drop it: its card is gone. This keeps queues clean.)"""
+        deleted = event.video_deleted
+        removal = [deleted.video_id]
+        await self.stream.send(
+            [
+                feed_pb2.FeedBatch(
+                    batch_id=batch_id(event.event_id, keys.GLOBAL_FEED_USER),
+                    user_id=keys.GLOBAL_FEED_USER,
+                    kind=FOR_YOU,
+                    remove_video_ids=removal,
+                )
+            ]
+        )
+        async for page in self._follower_pages(uuid.UUID(deleted.creator_id)):
+            await self.stream.send(
+                [
+                    feed_pb2.FeedBatch(
+                        batch_id=batch_id(event.event_id, f),
+                        user_id=f,
+                        kind=FOLLOWING,
+                        remove_video_ids=removal,
+                    )
+                    for f in page
+                ]
+            )
+        return "purged"
+
+    async def backfill(self, event: events_pb2.Event) -> str:
+        follow = event.follow
+        async with self.replica.connection() as conn:
+            videos = await store.recent_videos_of(
+                conn, uuid.UUID(follow.followee_id), BACKFILL_VIDEOS
+            )
+        if videos:
+            await self.stream.send(
+                [
+                    feed_pb2.FeedBatch(
+                        batch_id=batch_id(event.event_id, follow.follower_id),
+                        user_id=follow.follower_id,
+                        kind=FOLLOWING,
+                        add=[_entry(v) for v in videos],
+                    )
+                ]
+            )
+        return "backfilled"
+
+    async def purge_followee(self, event: events_pb2.Event) -> str:
+        follow = event.follow
+        async with self.replica.connection() as conn:
+            video_ids = await store.video_ids_of(conn, uuid.UUID(follow.followee_id), PURGE_VIDEOS)
+        if video_ids:
+            await self.stream.send(
+                [
+                    feed_pb2.FeedBatch(
+                        batch_id=batch_id(event.event_id, follow.follower_id),
+                        user_id=follow.follower_id,
+                        kind=FOLLOWING,
+                        remove_video_ids=video_ids,
+                    )
+                ]
+            )
+        return "purged"
+
+    async def _follower_pages(self, creator: uuid.UUID):
+        before: int | None = None
+        while True:
+            async with self.replica.connection() as conn:
+                rows = await store.follower_ids_page(conn, creator, before, FANOUT_PAGE)
+            if not rows:
+                return
+            yield [str(f) for _, f in rows]
+            if len(rows) < FANOUT_PAGE:
+                return
+            before = rows[-1][0]
+
+    # --- builds -----------------------------------------------------------------------------
+
+    async def build_following(self, user_id: str) -> None:
+        """Rebuilds a user's following queue from the replica (a replace batch)."""
+        async with self.replica.connection() as conn:
+            videos = await following_videos(conn, uuid.UUID(user_id), QUEUE_SIZE)
+        await self.stream.send(
+            [
+                feed_pb2.FeedBatch(
+                    batch_id=str(uuid.uuid4()),
+                    user_id=user_id,
+                    kind=FOLLOWING,
+                    add=[_entry(v) for v in videos],
+                    replace=True,
+                )
+            ]
+        )
+        BUILDS.labels("following").inc()
+
+    async def refresh_trending(self) -> None:
+        """Ranks recent videos and replaces the global for-you queue with the top ones."""
+        async with self.replica.connection() as conn:
+            ranked = await store.trending(conn, TRENDING_DAYS, QUEUE_SIZE)
+        await self.stream.send(
+            [
+                feed_pb2.FeedBatch(
+                    batch_id=str(uuid.uuid4()),
+                    user_id=keys.GLOBAL_FEED_USER,
+                    kind=FOR_YOU,
+                    add=[
+                        feed_pb2.FeedEntry(
+                            video_id=str(video_id), creator_id=str(creator_id), score=score
+                        )
+                        for video_id, creator_id, score in ranked
+                    ],
+                    replace=True,
+                )
+            ]
+        )
+        BUILDS.labels("for_you").inc()
+
+
+def _entry(video: QueuedVideo) -> feed_pb2.FeedEntry:
+    return feed_pb2.FeedEntry(
+        video_id=str(video.video_id),
+        creator_id=str(video.creator_id),
+        score=video.score,
+    )

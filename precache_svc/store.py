@@ -1,0 +1,70 @@
+"""The builder's reads, all on the read replica (DESIGN: replicas feed the builder). They span
+activity_svc's and upload_svc's schemas read-only; the builder never writes a table."""
+
+from __future__ import annotations
+
+import uuid
+
+from psycopg import AsyncConnection
+
+from mesh.feedreads import QueuedVideo
+
+
+async def follower_count(conn: AsyncConnection, user_id: uuid.UUID) -> int:
+    cur = await conn.execute(
+        "SELECT follower_count FROM activity.user_counters WHERE user_id = %s", [user_id]
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def follower_ids_page(
+    conn: AsyncConnection, user_id: uuid.UUID, before_seq: int | None, limit: int
+) -> list[tuple[int, uuid.UUID]]:
+    """A creator's followers as (seq, follower_id), newest first: an index-only scan of
+    follows_by_followee."""
+    cur = await conn.execute(
+        "SELECT seq, follower_id FROM activity.follows WHERE followee_id = %s AND seq < %s"
+        " ORDER BY seq DESC LIMIT %s",
+        [user_id, before_seq if before_seq is not None else 2**63 - 1, limit],
+    )
+    return [(r[0], r[1]) for r in await cur.fetchall()]
+
+
+async def recent_videos_of(
+    conn: AsyncConnection, creator_id: uuid.UUID, limit: int
+) -> list[QueuedVideo]:
+    cur = await conn.execute(
+        "SELECT video_id, creator_id, created_at FROM upload.videos"
+        " WHERE creator_id = %s AND deleted_at IS NULL ORDER BY video_id DESC LIMIT %s",
+        [creator_id, limit],
+    )
+    return [QueuedVideo(*r) for r in await cur.fetchall()]
+
+
+async def video_ids_of(conn: AsyncConnection, creator_id: uuid.UUID, limit: int) -> list[str]:
+    """A creator's newest video ids, deleted ones included (for purging them from a queue)."""
+    cur = await conn.execute(
+        "SELECT video_id FROM upload.videos WHERE creator_id = %s ORDER BY video_id DESC LIMIT %s",
+        [creator_id, limit],
+    )
+    return [str(r[0]) for r in await cur.fetchall()]
+
+
+async def trending(
+    conn: AsyncConnection, days: int, limit: int
+) -> list[tuple[uuid.UUID, uuid.UUID, float]]:
+    """Recent videos ranked by engagement with time decay (a Hacker-News-style gravity):
+    (1 + likes + 2·comments + 3·favorites) / (age in hours + 2)^1.5."""
+    cur = await conn.execute(
+        "SELECT v.video_id, v.creator_id,"
+        " (1 + greatest(coalesce(c.like_count, 0), 0)"
+        "  + 2 * greatest(coalesce(c.comment_count, 0), 0)"
+        "  + 3 * greatest(coalesce(c.favorite_count, 0), 0))"
+        "  / power(extract(epoch FROM now() - v.created_at) / 3600 + 2, 1.5) AS score"
+        " FROM upload.videos v LEFT JOIN activity.video_counters c USING (video_id)"
+        " WHERE v.deleted_at IS NULL AND v.created_at > now() - make_interval(days => %s)"
+        " ORDER BY score DESC LIMIT %s",
+        [days, limit],
+    )
+    return [(r[0], r[1], float(r[2])) for r in await cur.fetchall()]
