@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
@@ -92,18 +93,7 @@ class Builder:
             creator_id=published.creator_id,
             score=published.created_at.ToMilliseconds(),
         )
-        async for page in self._follower_pages(creator):
-            await self.stream.send(
-                [
-                    feed_pb2.FeedBatch(
-                        batch_id=batch_id(event.event_id, f),
-                        user_id=f,
-                        kind=FOLLOWING,
-                        add=[entry],
-                    )
-                    for f in page
-                ]
-            )
+        await self._to_followers(event, creator, add=[entry])
         FANOUT_LAG.observe(max(0.0, time.time() - published.created_at.ToMilliseconds() / 1000))
         return "fanned_out"
 
@@ -112,28 +102,8 @@ class Builder:
         (Reads also drop it: its card is gone. This keeps queues clean.)"""
         deleted = event.video_deleted
         removal = [deleted.video_id]
-        await self.stream.send(
-            [
-                feed_pb2.FeedBatch(
-                    batch_id=batch_id(event.event_id, keys.GLOBAL_FEED_USER),
-                    user_id=keys.GLOBAL_FEED_USER,
-                    kind=FOR_YOU,
-                    remove_video_ids=removal,
-                )
-            ]
-        )
-        async for page in self._follower_pages(uuid.UUID(deleted.creator_id)):
-            await self.stream.send(
-                [
-                    feed_pb2.FeedBatch(
-                        batch_id=batch_id(event.event_id, f),
-                        user_id=f,
-                        kind=FOLLOWING,
-                        remove_video_ids=removal,
-                    )
-                    for f in page
-                ]
-            )
+        await self._to_user(event, keys.GLOBAL_FEED_USER, FOR_YOU, remove_video_ids=removal)
+        await self._to_followers(event, uuid.UUID(deleted.creator_id), remove_video_ids=removal)
         return "purged"
 
     async def backfill(self, event: events_pb2.Event) -> str:
@@ -143,15 +113,8 @@ class Builder:
                 conn, uuid.UUID(follow.followee_id), BACKFILL_VIDEOS
             )
         if videos:
-            await self.stream.send(
-                [
-                    feed_pb2.FeedBatch(
-                        batch_id=batch_id(event.event_id, follow.follower_id),
-                        user_id=follow.follower_id,
-                        kind=FOLLOWING,
-                        add=[_entry(v) for v in videos],
-                    )
-                ]
+            await self._to_user(
+                event, follow.follower_id, FOLLOWING, add=[_entry(v) for v in videos]
             )
         return "backfilled"
 
@@ -160,17 +123,30 @@ class Builder:
         async with self.replica.connection() as conn:
             video_ids = await store.video_ids_of(conn, uuid.UUID(follow.followee_id), PURGE_VIDEOS)
         if video_ids:
+            await self._to_user(event, follow.follower_id, FOLLOWING, remove_video_ids=video_ids)
+        return "purged"
+
+    async def _to_user(
+        self, event: events_pb2.Event, user_id: str, kind: int, **change: Any
+    ) -> None:
+        """One batch for one user's queue, its id derived from the event."""
+        await self.stream.send(
+            [feed_pb2.FeedBatch(batch_id=batch_id(event.event_id, user_id), user_id=user_id,
+                                kind=kind, **change)]
+        )  # fmt: skip
+
+    async def _to_followers(self, event: events_pb2.Event, creator: uuid.UUID, **change: Any):
+        """The same change to the following queue of every follower of ``creator``, a page of
+        followers at a time (each page's batches applied before the next page is read)."""
+        async for page in self._follower_pages(creator):
             await self.stream.send(
                 [
                     feed_pb2.FeedBatch(
-                        batch_id=batch_id(event.event_id, follow.follower_id),
-                        user_id=follow.follower_id,
-                        kind=FOLLOWING,
-                        remove_video_ids=video_ids,
+                        batch_id=batch_id(event.event_id, f), user_id=f, kind=FOLLOWING, **change
                     )
+                    for f in page
                 ]
             )
-        return "purged"
 
     async def _follower_pages(self, creator: uuid.UUID):
         before: int | None = None
