@@ -158,15 +158,23 @@ class FeedQueues:
             await pipe.execute()
 
     async def next_page(
-        self, queue_owner: str, kind: str, reader: str, session: str, page: int, size: int
+        self,
+        queue_owner: str,
+        kind: str,
+        reader: str,
+        session: str,
+        page: int,
+        size: int,
+        seen_scope: str | None = None,
     ) -> Page:
         """The ``page``-th page of a session over ``queue_owner``'s queue, as read by ``reader``
-        (the session's owner: the user, or the session itself when anonymous)."""
+        (the session's owner: the user, or the session itself when anonymous). What was served
+        is remembered per session, or per ``seen_scope`` when given (across sessions)."""
         reply = await self._next_page(
             keys=[
                 keys.feed_queue(queue_owner, kind),
                 keys.feed_creators(queue_owner, kind),
-                keys.feed_seen(reader, session),
+                keys.feed_seen(reader, seen_scope or session),
                 keys.feed_page(reader, session, page),
             ],
             args=[size, SESSION_SECONDS, MAX_PER_CREATOR if kind == "for_you" else 0, 2000],

@@ -22,7 +22,7 @@ from feed_svc.queues import FeedQueues
 from mesh import keys
 from mesh.auth import caller_id
 from mesh.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from mesh.feedreads import following_videos
+from mesh.feedreads import following_videos, trending
 from mesh.interceptors import DEPENDENCY_ERRORS
 from mesh.pagination import decode_token, encode_token
 from mesh.validation import page_size, parse_uuid
@@ -34,6 +34,7 @@ KINDS = ("following", "for_you")
 DEFAULT_PAGE, MAX_PAGE = 10, 50
 LOW_WATER = 20  # unseen entries left below which the builder is asked for a refill
 COLD_DEADLINE_SECONDS = 0.5
+TRENDING_DAYS = 7
 APPLY_CHUNK = 500  # batches applied per Redis pipeline
 INBOX = 2000  # batches read ahead of the applier: bounds memory, pushes back on the sender
 
@@ -116,7 +117,15 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         session, number = _position(decode_token(request.cursor, cursor_kind, "cursor"))
         reader = caller or session
         owner = caller if kind == "following" else keys.GLOBAL_FEED_USER
-        page = await self.queues.next_page(owner, kind, reader, session, number, size)
+        # a signed-in for-you reader skips what any of their recent sessions served
+        seen_scope = "for_you" if kind == "for_you" and caller else None
+        try:
+            page = await self.queues.next_page(
+                owner, kind, reader, session, number, size, seen_scope
+            )
+        except DEPENDENCY_ERRORS as e:
+            log.warning("feed queues unreadable, serving from the replica: %r", e)
+            return await self._degraded_page(kind, caller, cursor_kind, session, number, size)
         video_ids = page.video_ids
         source = "replay" if page.replayed else "queue"
         if kind == "following" and not page.replayed:
@@ -139,6 +148,34 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         more = bool(video_ids) and (source == "cold" or page.unseen_left > 0)
         next_cursor = encode_token(cursor_kind, [session, number + 1]) if more else ""
         return feed_pb2.GetFeedResponse(items=videos, next_cursor=next_cursor)
+
+    async def _degraded_page(
+        self, kind: str, caller: str | None, cursor_kind: str, session: str, number: int, size: int
+    ) -> feed_pb2.GetFeedResponse:
+        """Redis is down: page ``number`` of a list computed from the replica (the following
+        videos, or the ranking), by offset; no memo, so a session is as stable as the list."""
+        limit = size * (number + 1)
+        try:
+            async with asyncio.timeout(COLD_DEADLINE_SECONDS):
+                async with self.replica.connection() as conn:
+                    if kind == "following":
+                        assert caller is not None
+                        rows = await following_videos(conn, uuid.UUID(caller), limit)
+                        listed = [str(r.video_id) for r in rows]
+                    else:
+                        ranked = await trending(conn, TRENDING_DAYS, limit)
+                        listed = [str(video_id) for video_id, _, _ in ranked]
+        except (TimeoutError, *DEPENDENCY_ERRORS) as e:
+            log.warning("degraded feed page not built either: %r", e)
+            listed = []
+        video_ids = listed[number * size : limit]
+        READS.labels(kind, "degraded").inc()
+        videos = await self.hydrator.videos(video_ids)
+        more = len(video_ids) == size
+        return feed_pb2.GetFeedResponse(
+            items=videos,
+            next_cursor=encode_token(cursor_kind, [session, number + 1]) if more else "",
+        )
 
     async def _cold_candidates(self, user_id: str, size: int, number: int) -> list[str]:
         """The newest videos of the user's followees, straight from the replica, within a tight

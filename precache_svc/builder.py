@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from mesh import keys
 from mesh.consumer import Entry, parse_event
-from mesh.feedreads import QueuedVideo, following_videos
+from mesh.feedreads import QueuedVideo, following_videos, trending
 from precache_svc import store
 from precache_svc.stream import FeedStream
 from tiktok.v1 import events_pb2, feed_pb2
@@ -182,7 +182,7 @@ class Builder:
     async def refresh_trending(self) -> None:
         """Ranks recent videos and replaces the global for-you queue with the top ones."""
         async with self.replica.connection() as conn:
-            ranked = await store.trending(conn, TRENDING_DAYS, QUEUE_SIZE)
+            ranked = await trending(conn, TRENDING_DAYS, QUEUE_SIZE)
         await self.stream.send(
             [
                 feed_pb2.FeedBatch(

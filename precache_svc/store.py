@@ -49,22 +49,3 @@ async def video_ids_of(conn: AsyncConnection, creator_id: uuid.UUID, limit: int)
         [creator_id, limit],
     )
     return [str(r[0]) for r in await cur.fetchall()]
-
-
-async def trending(
-    conn: AsyncConnection, days: int, limit: int
-) -> list[tuple[uuid.UUID, uuid.UUID, float]]:
-    """Recent videos ranked by engagement with time decay (a Hacker-News-style gravity):
-    (1 + likes + 2·comments + 3·favorites) / (age in hours + 2)^1.5."""
-    cur = await conn.execute(
-        "SELECT v.video_id, v.creator_id,"
-        " (1 + greatest(coalesce(c.like_count, 0), 0)"
-        "  + 2 * greatest(coalesce(c.comment_count, 0), 0)"
-        "  + 3 * greatest(coalesce(c.favorite_count, 0), 0))"
-        "  / power(extract(epoch FROM now() - v.created_at) / 3600 + 2, 1.5) AS score"
-        " FROM upload.videos v LEFT JOIN activity.video_counters c USING (video_id)"
-        " WHERE v.deleted_at IS NULL AND v.created_at > now() - make_interval(days => %s)"
-        " ORDER BY score DESC LIMIT %s",
-        [days, limit],
-    )
-    return [(r[0], r[1], float(r[2])) for r in await cur.fetchall()]

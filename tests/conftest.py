@@ -20,8 +20,6 @@ TEST_ENV = {
     "RATE_LIMIT_PER_SECOND": "20",
     "RATE_LIMIT_BURST": "40",
     "LOG_LEVEL": "INFO",
-    # small, so a test can make a hot creator (pulled into feeds, not pushed) with a few users
-    "HOT_CREATOR_FOLLOWERS": "3",
 }
 
 

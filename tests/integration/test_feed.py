@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 
 import grpc
+import psycopg
 import pytest
 import redis
 
@@ -131,15 +132,36 @@ def test_for_you_works_anonymously_with_creator_diversity(edge: Http) -> None:
             break
 
 
-def test_a_hot_creators_video_still_reaches_followers(edge: Http) -> None:
-    star = sign_up(edge, "star")  # the test stack's threshold is 3 followers
-    fans = sign_up_many(edge.port, 4, "fan")
+def test_a_hot_creators_video_still_reaches_followers(edge: Http, stack: Stack) -> None:
+    star = sign_up(edge, "star")
+    fans = sign_up_many(edge.port, 3, "fan")
     for fan in fans:
         follow(edge, fan, star)
-    eventually(lambda: int(edge.get(f"/v1/users/{star.user_id}").json()["follower_count"]) == 4)
+    eventually(lambda: int(edge.get(f"/v1/users/{star.user_id}").json()["follower_count"]) == 3)
+    # the star gets famous: above HOT_CREATOR_FOLLOWERS (10,000), their videos are not pushed
+    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE activity.user_counters SET follower_count = follower_count + 50000"
+            " WHERE user_id = %s",
+            [star.user_id],
+        )
     video = publish(edge, star)
     for fan in fans:  # not pushed; merged in when the queue is refilled, which reads ask for
         eventually(lambda fan=fan: video["video_id"] in ids(feed(edge, fan)), 5.0)
+    pulled = eventually(lambda: _metric(edge, stack, "hot_creator_pulled"))
+    assert pulled >= 1
+
+
+def _metric(edge: Http, stack: Stack, outcome: str) -> float:
+    metrics = Http(stack.topo.instances_of("precache")[0].metrics_port)
+    try:
+        body = metrics.get("/metrics").body.decode()
+    finally:
+        metrics.close()
+    for line in body.splitlines():
+        if line.startswith("precache_events_total{") and f'outcome="{outcome}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_a_missing_queue_is_served_from_the_replica_and_rebuilt(edge: Http, stack: Stack) -> None:

@@ -1,0 +1,132 @@
+"""Feeds under faults: services restarted in the middle of a fan-out, Redis flushed, Postgres
+hung. A stale feed beats an error."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import redis
+
+from mesh import keys
+from stack.launcher import Stack
+from stack.procs import Proc
+from tests.helpers import Http, SignedUpUser, eventually, sign_up
+from tests.videos import publish
+
+FANOUT_FOLLOWERS = 5000
+
+
+def feed(http: Http, user: SignedUpUser | None, kind: str = "following", **query) -> dict:
+    params = "&".join(f"{k}={v}" for k, v in {"kind": kind, **query}.items())
+    r = http.get(f"/v1/feed?{params}", token=user.token if user else None)
+    assert r.status == 200, r.body
+    return r.json()
+
+
+def ids(page: dict) -> list[str]:
+    return [v["video_id"] for v in page["items"]]
+
+
+def add_followers(stack: Stack, creator_id: str, n: int) -> list[str]:
+    """``n`` followers for ``creator_id``, written straight into the table (a large audience
+    without signing up thousands of users; fan-out only needs the follows)."""
+    followers = [str(uuid.uuid4()) for _ in range(n)]
+    with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
+        with conn.cursor().copy("COPY activity.follows (follower_id, followee_id) FROM STDIN") as c:
+            for f in followers:
+                c.write_row((f, creator_id))
+    return followers
+
+
+def queues_holding(stack: Stack, followers: list[str], video_id: str) -> int:
+    r = redis.Redis.from_url(stack.settings.redis_url)
+    try:
+        pipe = r.pipeline(transaction=False)
+        for f in followers:
+            pipe.zscore(keys.feed_queue(f, "following"), video_id)
+        return sum(score is not None for score in pipe.execute())
+    finally:
+        r.close()
+
+
+def test_feed_svc_restarted_mid_fan_out_loses_nothing(edge: Http, stack: Stack) -> None:
+    creator = sign_up(edge, "creator")
+    followers = add_followers(stack, creator.user_id, FANOUT_FOLLOWERS)
+    video = publish(edge, creator)
+    stack.services["feed_svc-0"].kill()  # SIGKILL: batches in flight are never acknowledged
+    stack.restart_service("feed_svc-0")
+    eventually(lambda: queues_holding(stack, followers, video["video_id"]) == len(followers), 30)
+
+
+def test_precache_svc_restarted_mid_fan_out_loses_nothing(edge: Http, stack: Stack) -> None:
+    creator = sign_up(edge, "creator")
+    followers = add_followers(stack, creator.user_id, FANOUT_FOLLOWERS)
+    video = publish(edge, creator)
+    stack.services["precache_svc-0"].kill()  # its event stays pending; the restart resumes it
+    stack.restart_service("precache_svc-0")
+    eventually(lambda: queues_holding(stack, followers, video["video_id"]) == len(followers), 30)
+
+
+def test_after_redis_is_flushed_the_next_read_answers_and_the_queue_is_rebuilt(
+    edge: Http, stack: Stack
+) -> None:
+    creator, fan = sign_up(edge, "creator"), sign_up(edge, "fan")
+    assert edge.post("/v1/follows", {"followee_id": creator.user_id}, token=fan.token).status
+    video = publish(edge, creator)
+    eventually(lambda: ids(feed(edge, fan)) == [video["video_id"]])
+    r = redis.Redis.from_url(stack.settings.redis_url)
+    try:
+        r.flushall()
+        assert ids(feed(edge, fan)) == [video["video_id"]]  # cold: from the replica
+        eventually(lambda: r.exists(keys.feed_queue(fan.user_id, "following")))
+        eventually(lambda: video["video_id"] in ids(feed(edge, None, "for_you", page_size=50)))
+    finally:
+        r.close()
+    # and the rest of the mesh carries on: new events are relayed, consumed and fanned out
+    second = publish(edge, creator)
+    eventually(lambda: second["video_id"] in ids(feed(edge, fan)), 5)
+
+
+@contextlib.contextmanager
+def hung(proc: Proc) -> Iterator[None]:
+    """The process and its children stopped (SIGSTOP): sockets open, nothing answers."""
+    assert proc.pid is not None
+    pids = [proc.pid, *children(proc.pid)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def test_with_postgres_hung_the_feeds_are_still_served(edge: Http, stack: Stack) -> None:
+    creator, fan = sign_up(edge, "creator"), sign_up(edge, "fan")
+    assert edge.post("/v1/follows", {"followee_id": creator.user_id}, token=fan.token).status
+    video = publish(edge, creator)
+    eventually(lambda: ids(feed(edge, fan)) == [video["video_id"]])
+    eventually(lambda: video["video_id"] in ids(feed(edge, None, "for_you", page_size=50)), 15)
+    postgres = next(p for layer in stack.layers for p in layer if p.name == "postgres")
+    with hung(postgres):
+        assert ids(feed(edge, fan)) == [video["video_id"]]
+        assert video["video_id"] in ids(feed(edge, None, "for_you", page_size=50))
