@@ -24,9 +24,14 @@ lint: $(VENV)/.installed
 protos: gen/.stamp
 
 # Benchmarks are not tests: each starts its own stack and writes bench/results/*.json.
-bench: $(VENV)/.installed gen/.stamp
+bench: $(VENV)/.installed $(VENV)/.bench gen/.stamp
 	$(PY) -m bench.uploads
 	$(PY) -m bench.likes
+	$(PY) -m bench.feed
+
+$(VENV)/.bench: $(VENV)/.installed requirements-bench.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
+	touch $@
 
 # The venv, the pinned dependencies, and a .pth so `python -m <svc>` finds the repo and gen/.
 $(VENV)/.installed: requirements.txt
