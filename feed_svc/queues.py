@@ -16,6 +16,7 @@ from mesh import keys
 from tiktok.v1 import feed_pb2
 
 QUEUE_CAP = 500
+MAX_MORE_USERS = 1000  # FeedBatch.more_user_ids
 BATCH_MARKER_SECONDS = 3600
 QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a queue nobody wrote to for a month expires
 SESSION_SECONDS = 3600  # a feed session's seen set and page memos
@@ -128,12 +129,18 @@ class FeedQueues:
         self._next_page = redis.register_script(_NEXT_PAGE)
         self._record_page = redis.register_script(_RECORD_PAGE)
 
-    async def apply(self, batches: Sequence[feed_pb2.FeedBatch]) -> None:
-        """Applies well-formed batches in order, in one pipeline; each at most once."""
+    async def apply(self, batches: Sequence[feed_pb2.FeedBatch]) -> int:
+        """Applies well-formed batches in order, in one pipeline; each at most once per user.
+        Returns how many user queues were written to."""
         pipe = self.redis.pipeline(transaction=False)
         for batch in batches:
             kind = KIND_NAMES.get(batch.kind)
-            if kind is None or not batch.user_id or not batch.batch_id:
+            if (
+                kind is None
+                or not batch.user_id
+                or not batch.batch_id
+                or len(batch.more_user_ids) > MAX_MORE_USERS
+            ):
                 continue  # malformed: acknowledged and dropped (FeedService contract)
             args: list[object] = [
                 "1" if batch.replace else "0",
@@ -145,17 +152,20 @@ class FeedQueues:
             for entry in batch.add:
                 args += [entry.video_id, entry.creator_id, entry.score]
             args += list(batch.remove_video_ids)
-            await self._apply(
-                keys=[
-                    keys.feed_queue(batch.user_id, kind),
-                    keys.feed_creators(batch.user_id, kind),
-                    keys.feed_batch_applied(batch.user_id, batch.batch_id),
-                ],
-                args=args,
-                client=pipe,
-            )
-        if len(pipe):
+            for user_id in (batch.user_id, *batch.more_user_ids):
+                await self._apply(
+                    keys=[
+                        keys.feed_queue(user_id, kind),
+                        keys.feed_creators(user_id, kind),
+                        keys.feed_batch_applied(user_id, batch.batch_id),
+                    ],
+                    args=args,
+                    client=pipe,
+                )
+        written = len(pipe)
+        if written:
             await pipe.execute()
+        return written
 
     async def next_page(
         self,

@@ -30,6 +30,7 @@ QUEUE_SIZE = 500
 BACKFILL_VIDEOS = 20  # a new follow brings this many of the followee's newest videos
 PURGE_VIDEOS = 500  # an unfollow removes up to this many of the followee's videos
 FANOUT_PAGE = 10_000
+USERS_PER_BATCH = 1000  # FeedBatch.more_user_ids: one stream message per 1,000 followers
 TRENDING_DAYS = 7
 
 FANOUT_LAG = Histogram(
@@ -136,17 +137,24 @@ class Builder:
         )  # fmt: skip
 
     async def _to_followers(self, event: events_pb2.Event, creator: uuid.UUID, **change: Any):
-        """The same change to the following queue of every follower of ``creator``, a page of
-        followers at a time (each page's batches applied before the next page is read)."""
+        """The same change to the following queue of every follower of ``creator``: one batch
+        per 1,000 followers (``more_user_ids``), a page of followers at a time, each page's
+        batches applied before the next page is read. A batch's id derives from the event and
+        its first and last follower, so a redelivered event repeats the same ids."""
         async for page in self._follower_pages(creator):
-            await self.stream.send(
-                [
+            batches = []
+            for start in range(0, len(page), USERS_PER_BATCH):
+                users = page[start : start + USERS_PER_BATCH]
+                batches.append(
                     feed_pb2.FeedBatch(
-                        batch_id=batch_id(event.event_id, f), user_id=f, kind=FOLLOWING, **change
+                        batch_id=batch_id(event.event_id, f"{users[0]}..{users[-1]}"),
+                        user_id=users[0],
+                        more_user_ids=users[1:],
+                        kind=FOLLOWING,
+                        **change,
                     )
-                    for f in page
-                ]
-            )
+                )
+            await self.stream.send(batches)
 
     async def _follower_pages(self, creator: uuid.UUID):
         before: int | None = None
