@@ -24,34 +24,44 @@ MAX_PER_CREATOR = 2  # videos of one creator in one for-you page
 
 KIND_NAMES = {feed_pb2.FEED_KIND_FOLLOWING: "following", feed_pb2.FEED_KIND_FOR_YOU: "for_you"}
 
-# KEYS: queue, creators, marker. ARGV: replace, cap, marker ttl, idle ttl, n_add,
-# then n_add (video_id, creator_id, score) triples, then the ids to remove.
+# KEYS: (queue, creators, marker) for each user the batch applies to. ARGV: replace, cap,
+# marker ttl, idle ttl, n_add, then n_add (video_id, creator_id, score) triples, then the ids to
+# remove. One call applies a fan-out batch to up to 1,000 users: a single-node Redis runs it as
+# is; a Redis Cluster would need the users grouped by hash slot first (the keys of one user share
+# a slot, different users do not).
 _APPLY = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-if ARGV[1] == '1' then redis.call('DEL', KEYS[1], KEYS[2]) end
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
-  redis.call('ZADD', KEYS[1], ARGV[i + 2], ARGV[i])
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 3
+local n_add = tonumber(ARGV[5])
+local applied = 0
+for u = 1, #KEYS, 3 do
+  local queue, creators, marker = KEYS[u], KEYS[u + 1], KEYS[u + 2]
+  if redis.call('EXISTS', marker) == 0 then
+    if ARGV[1] == '1' then redis.call('DEL', queue, creators) end
+    local i = 6
+    for _ = 1, n_add do
+      redis.call('ZADD', queue, ARGV[i + 2], ARGV[i])
+      redis.call('HSET', creators, ARGV[i], ARGV[i + 1])
+      i = i + 3
+    end
+    while i <= #ARGV do
+      redis.call('ZREM', queue, ARGV[i])
+      redis.call('HDEL', creators, ARGV[i])
+      i = i + 1
+    end
+    local excess = redis.call('ZCARD', queue) - tonumber(ARGV[2])
+    if excess > 0 then
+      local dropped = redis.call('ZRANGE', queue, 0, excess - 1)
+      redis.call('ZREMRANGEBYRANK', queue, 0, excess - 1)
+      redis.call('HDEL', creators, unpack(dropped))
+    end
+    if redis.call('EXISTS', queue) == 1 then
+      redis.call('EXPIRE', queue, ARGV[4])
+      redis.call('EXPIRE', creators, ARGV[4])
+    end
+    redis.call('SET', marker, '1', 'EX', ARGV[3])
+    applied = applied + 1
+  end
 end
-while i <= #ARGV do
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('HDEL', KEYS[2], ARGV[i])
-  i = i + 1
-end
-local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[2])
-if excess > 0 then
-  local dropped = redis.call('ZRANGE', KEYS[1], 0, excess - 1)
-  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
-  redis.call('HDEL', KEYS[2], unpack(dropped))
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('EXPIRE', KEYS[1], ARGV[4])
-  redis.call('EXPIRE', KEYS[2], ARGV[4])
-end
-redis.call('SET', KEYS[3], '1', 'EX', ARGV[3])
-return 1
+return applied
 """
 
 # KEYS: queue, creators, seen, page memo. ARGV: page size, session ttl, max per creator (0 = no
@@ -131,7 +141,7 @@ class FeedQueues:
 
     async def apply(self, batches: Sequence[feed_pb2.FeedBatch]) -> int:
         """Applies well-formed batches in order, in one pipeline; each at most once per user.
-        Returns how many user queues were written to."""
+        Returns how many user queues were changed (not skipped as already applied)."""
         pipe = self.redis.pipeline(transaction=False)
         for batch in batches:
             kind = KIND_NAMES.get(batch.kind)
@@ -152,20 +162,17 @@ class FeedQueues:
             for entry in batch.add:
                 args += [entry.video_id, entry.creator_id, entry.score]
             args += list(batch.remove_video_ids)
+            batch_keys = []
             for user_id in (batch.user_id, *batch.more_user_ids):
-                await self._apply(
-                    keys=[
-                        keys.feed_queue(user_id, kind),
-                        keys.feed_creators(user_id, kind),
-                        keys.feed_batch_applied(user_id, batch.batch_id),
-                    ],
-                    args=args,
-                    client=pipe,
-                )
-        written = len(pipe)
-        if written:
-            await pipe.execute()
-        return written
+                batch_keys += [
+                    keys.feed_queue(user_id, kind),
+                    keys.feed_creators(user_id, kind),
+                    keys.feed_batch_applied(user_id, batch.batch_id),
+                ]
+            await self._apply(keys=batch_keys, args=args, client=pipe)
+        if not len(pipe):
+            return 0
+        return sum(await pipe.execute())
 
     async def next_page(
         self,

@@ -1,0 +1,90 @@
+"""FeedService/StreamFeedBatches as the builder drives it, on the internal listener: acks in
+order, at most once per batch id and user, malformed batches acknowledged and dropped, replace,
+remove, the queue cap, and one batch for many users."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+import redis
+
+from mesh import keys
+from stack.launcher import Stack
+from tiktok.v1 import feed_pb2, feed_pb2_grpc
+
+FOLLOWING = feed_pb2.FEED_KIND_FOLLOWING
+
+
+@pytest.fixture
+def queues(stack: Stack) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(stack.settings.redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def entry(video: str, score: float, creator: str = "c") -> feed_pb2.FeedEntry:
+    return feed_pb2.FeedEntry(video_id=video, creator_id=creator, score=score)
+
+
+def send(channel: grpc.Channel, batches: list[feed_pb2.FeedBatch]) -> list[str]:
+    stub = feed_pb2_grpc.FeedServiceStub(channel)
+    return [ack.batch_id for ack in stub.StreamFeedBatches(iter(batches), timeout=10)]
+
+
+def queue(client: redis.Redis, user: str) -> list[str]:
+    return client.zrevrange(keys.feed_queue(user, "following"), 0, -1)
+
+
+def test_batches_are_applied_in_order_at_most_once_and_acknowledged_in_order(
+    internal_channel: grpc.Channel, queues: redis.Redis
+) -> None:
+    user = str(uuid.uuid4())
+    add = feed_pb2.FeedBatch(
+        batch_id="b1", user_id=user, kind=FOLLOWING, add=[entry("v1", 1), entry("v2", 2)]
+    )
+    remove = feed_pb2.FeedBatch(
+        batch_id="b2", user_id=user, kind=FOLLOWING, remove_video_ids=["v1"]
+    )
+    malformed = feed_pb2.FeedBatch(batch_id="b3", user_id=user)  # FEED_KIND_UNSPECIFIED
+    acks = send(internal_channel, [add, remove, malformed, add])  # add again: already applied
+    assert acks == ["b1", "b2", "b3", "b1"]
+    assert queue(queues, user) == ["v2"]  # the repeated b1 did not bring v1 back
+    rebuild = feed_pb2.FeedBatch(
+        batch_id="b4", user_id=user, kind=FOLLOWING, replace=True, add=[entry("v9", 9)]
+    )
+    assert send(internal_channel, [rebuild]) == ["b4"]
+    assert queue(queues, user) == ["v9"]
+
+
+def test_a_queue_keeps_its_500_best_entries(
+    internal_channel: grpc.Channel, queues: redis.Redis
+) -> None:
+    user = str(uuid.uuid4())
+    batch = feed_pb2.FeedBatch(
+        batch_id="big", user_id=user, kind=FOLLOWING, add=[entry(f"v{i}", i) for i in range(600)]
+    )
+    send(internal_channel, [batch])
+    kept = queue(queues, user)
+    assert len(kept) == 500
+    assert kept[0] == "v599" and kept[-1] == "v100"
+
+
+def test_one_batch_changes_many_users_queues_once_each(
+    internal_channel: grpc.Channel, queues: redis.Redis
+) -> None:
+    users = [str(uuid.uuid4()) for _ in range(50)]
+    batch = feed_pb2.FeedBatch(
+        batch_id="fan", user_id=users[0], more_user_ids=users[1:], kind=FOLLOWING,
+        add=[entry("new", 5)],
+    )  # fmt: skip
+    assert send(internal_channel, [batch]) == ["fan"]
+    assert all(queue(queues, u) == ["new"] for u in users)
+    too_many = feed_pb2.FeedBatch(
+        batch_id="huge", user_id=users[0], more_user_ids=[str(uuid.uuid4())] * 1001,
+        kind=FOLLOWING, add=[entry("dropped", 6)],
+    )  # fmt: skip
+    assert send(internal_channel, [too_many]) == ["huge"]  # acknowledged, dropped
+    assert queue(queues, users[0]) == ["new"]
