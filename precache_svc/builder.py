@@ -7,6 +7,7 @@ is a set operation (add with a fixed score, remove) that is harmless to repeat a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -157,16 +158,23 @@ class Builder:
             await self.stream.send(batches)
 
     async def _follower_pages(self, creator: uuid.UUID):
-        before: int | None = None
-        while True:
+        """The followers of ``creator``, a page at a time; the next page is read from the
+        replica while the caller sends the current one."""
+
+        async def read(before: int | None) -> list[tuple[int, str]]:
             async with self.replica.connection() as conn:
-                rows = await store.follower_ids_page(conn, creator, before, FANOUT_PAGE)
-            if not rows:
-                return
-            yield [str(f) for _, f in rows]
-            if len(rows) < FANOUT_PAGE:
-                return
-            before = rows[-1][0]
+                return await store.follower_ids_page(conn, creator, before, FANOUT_PAGE)
+
+        rows = await read(None)
+        while rows:
+            following = asyncio.create_task(read(rows[-1][0])) if len(rows) == FANOUT_PAGE else None
+            try:
+                yield [f for _, f in rows]
+            except BaseException:
+                if following:
+                    following.cancel()
+                raise
+            rows = await following if following else []
 
     # --- builds -----------------------------------------------------------------------------
 

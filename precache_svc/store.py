@@ -20,11 +20,11 @@ async def follower_count(conn: AsyncConnection, user_id: uuid.UUID) -> int:
 
 async def follower_ids_page(
     conn: AsyncConnection, user_id: uuid.UUID, before_seq: int | None, limit: int
-) -> list[tuple[int, uuid.UUID]]:
-    """A creator's followers as (seq, follower_id), newest first: an index-only scan of
-    follows_by_followee."""
+) -> list[tuple[int, str]]:
+    """A creator's followers as (seq, follower_id as text), newest first: an index-only scan of
+    follows_by_followee. Text, because fan-out only forwards the ids."""
     cur = await conn.execute(
-        "SELECT seq, follower_id FROM activity.follows WHERE followee_id = %s AND seq < %s"
+        "SELECT seq, follower_id::text FROM activity.follows WHERE followee_id = %s AND seq < %s"
         " ORDER BY seq DESC LIMIT %s",
         [user_id, before_seq if before_seq is not None else 2**63 - 1, limit],
     )
