@@ -157,9 +157,12 @@ class FeedQueues:
                 QUEUE_CAP,
                 BATCH_MARKER_SECONDS,
                 QUEUE_IDLE_SECONDS,
-                len(batch.add),
             ]
-            for entry in batch.add:
+            # only the best QUEUE_CAP adds can survive the cap, whatever the queue holds; this
+            # also keeps the script's trim within Lua's unpack limit
+            adds = sorted(batch.add, key=lambda e: e.score, reverse=True)[:QUEUE_CAP]
+            args.append(len(adds))
+            for entry in adds:
                 args += [entry.video_id, entry.creator_id, entry.score]
             args += list(batch.remove_video_ids)
             batch_keys = []

@@ -14,6 +14,7 @@ import time
 import uuid
 
 import grpc
+import redis.exceptions
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
@@ -215,7 +216,12 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
                         inbox.put_nowait(None)
                         break
                     chunk.append(nxt)
-                await self.queues.apply(chunk)
+                try:
+                    await self.queues.apply(chunk)
+                except redis.exceptions.ResponseError:
+                    # Redis refused a script (a batch it cannot apply), not an outage: drop
+                    # the chunk like a malformed batch, so it cannot stall the stream forever
+                    log.exception("feed batches dropped: Redis refused them")
                 for batch in chunk:
                     yield feed_pb2.FeedBatchAck(batch_id=batch.batch_id)
         finally:

@@ -88,3 +88,17 @@ def test_one_batch_changes_many_users_queues_once_each(
     )  # fmt: skip
     assert send(internal_channel, [too_many]) == ["huge"]  # acknowledged, dropped
     assert queue(queues, users[0]) == ["new"]
+
+
+def test_a_batch_larger_than_a_queue_keeps_its_best_entries(
+    internal_channel: grpc.Channel, queues: redis.Redis
+) -> None:
+    user = str(uuid.uuid4())
+    batch = feed_pb2.FeedBatch(
+        batch_id="huge-add", user_id=user, kind=FOLLOWING,
+        add=[entry(f"v{i}", i) for i in range(10_000)],
+    )  # fmt: skip
+    assert send(internal_channel, [batch]) == ["huge-add"]
+    kept = queue(queues, user)
+    assert len(kept) == 500
+    assert kept[0] == "v9999" and kept[-1] == "v9500"
