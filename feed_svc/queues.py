@@ -16,6 +16,7 @@ from mesh import keys
 from tiktok.v1 import feed_pb2
 
 QUEUE_CAP = 500
+LEFT_ENOUGH = 21  # unseen entries counted past a page: enough to compare with LOW_WATER
 MAX_MORE_USERS = 1000  # FeedBatch.more_user_ids
 BATCH_MARKER_SECONDS = 3600
 QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a queue nobody wrote to for a month expires
@@ -71,26 +72,32 @@ _NEXT_PAGE = """
 local memo = redis.call('GET', KEYS[4])
 if memo then
   local sep = string.find(memo, '|', 1, true)
+  if not sep then return {1, memo, 1, 1} end
   return {1, string.sub(memo, 1, sep - 1), tonumber(string.sub(memo, sep + 1)), 1}
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, 0} end  -- cold: nothing recorded
 local size = tonumber(ARGV[1])
 local per_creator = tonumber(ARGV[3])
 local picked, per = {}, {}
-local start, chunk, scanned = 0, 100, 0
-while #picked < size and start < tonumber(ARGV[4]) do
+-- unseen entries after the page, counted up to LEFT_ENOUGH (enough to decide on a refill)
+local left, enough = 0, tonumber(ARGV[5])
+local start, chunk = 0, 100
+while (#picked < size or left < enough) and start < tonumber(ARGV[4]) do
   local ids = redis.call('ZREVRANGE', KEYS[1], start, start + chunk - 1)
   if #ids == 0 then break end
   for _, id in ipairs(ids) do
-    scanned = scanned + 1
-    if #picked < size and redis.call('SISMEMBER', KEYS[3], id) == 0 then
-      local ok = true
-      if per_creator > 0 then
-        local creator = redis.call('HGET', KEYS[2], id) or id
-        if (per[creator] or 0) >= per_creator then ok = false
-        else per[creator] = (per[creator] or 0) + 1 end
+    if redis.call('SISMEMBER', KEYS[3], id) == 0 then
+      if #picked < size then
+        local ok = true
+        if per_creator > 0 then
+          local creator = redis.call('HGET', KEYS[2], id) or id
+          if (per[creator] or 0) >= per_creator then ok = false
+          else per[creator] = (per[creator] or 0) + 1 end
+        end
+        if ok then picked[#picked + 1] = id else left = left + 1 end
+      else
+        left = left + 1
       end
-      if ok then picked[#picked + 1] = id end
     end
   end
   start = start + chunk
@@ -98,9 +105,6 @@ end
 local joined = table.concat(picked, ',')
 if #picked > 0 then redis.call('SADD', KEYS[3], unpack(picked)) end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
--- what is left unseen: the queue minus what the session has seen (seen ids that left the queue
--- make this an underestimate, which only means an earlier refill)
-local left = math.max(0, redis.call('ZCARD', KEYS[1]) - redis.call('SCARD', KEYS[3]))
 redis.call('SET', KEYS[4], joined .. '|' .. left, 'EX', ARGV[2])
 return {0, joined, left, 1}
 """
@@ -110,14 +114,19 @@ return {0, joined, left, 1}
 # Records the first unseen candidates as the page, unless the page was recorded already.
 _RECORD_PAGE = """
 local memo = redis.call('GET', KEYS[2])
-if memo then return memo end
+if memo then
+  local sep = string.find(memo, '|', 1, true)
+  if sep then return string.sub(memo, 1, sep - 1) end
+  return memo
+end
 local picked = {}
 for i = 3, #ARGV do
   if #picked >= tonumber(ARGV[1]) then break end
   if redis.call('SISMEMBER', KEYS[1], ARGV[i]) == 0 then picked[#picked + 1] = ARGV[i] end
 end
 local joined = table.concat(picked, ',')
-redis.call('SET', KEYS[2], joined, 'EX', ARGV[2])
+-- a cold page does not know what is left: '|1' lets the session continue
+redis.call('SET', KEYS[2], joined .. '|1', 'EX', ARGV[2])
 if #picked > 0 then redis.call('SADD', KEYS[1], unpack(picked)) end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return joined
@@ -197,7 +206,13 @@ class FeedQueues:
                 keys.feed_seen(reader, seen_scope or session),
                 keys.feed_page(reader, session, page),
             ],
-            args=[size, SESSION_SECONDS, MAX_PER_CREATOR if kind == "for_you" else 0, 2000],
+            args=[
+                size,
+                SESSION_SECONDS,
+                MAX_PER_CREATOR if kind == "for_you" else 0,
+                2000,  # entries scanned at most
+                LEFT_ENOUGH,
+            ],
         )
         replayed, joined, left, exists = reply
         raw = joined.decode() if isinstance(joined, bytes) else joined

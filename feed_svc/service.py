@@ -22,7 +22,7 @@ from feed_svc.hydrate import Hydrator
 from feed_svc.queues import FeedQueues
 from mesh import keys
 from mesh.auth import caller_id
-from mesh.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from mesh.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from mesh.feedreads import following_videos, trending
 from mesh.interceptors import DEPENDENCY_ERRORS
 from mesh.pagination import decode_token, encode_token
@@ -33,10 +33,16 @@ log = logging.getLogger("feed_svc")
 
 KINDS = ("following", "for_you")
 DEFAULT_PAGE, MAX_PAGE = 10, 50
+URGENT_INTERVAL = 0.5  # a missing queue is asked for again after this, not on every read
 LOW_WATER = 20  # unseen entries left below which the builder is asked for a refill
 COLD_DEADLINE_SECONDS = 0.5
 TRENDING_DAYS = 7
-APPLY_CHUNK = 500  # batches applied per Redis pipeline
+APPLY_CHUNK = 500
+# Redis replies that mean "not now" (full, a read-only replica after failover), not "never"
+UNAVAILABLE_REPLIES = (
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+)  # batches applied per Redis pipeline
 INBOX = 2000  # batches read ahead of the applier: bounds memory, pushes back on the sender
 
 
@@ -62,19 +68,18 @@ class RefillRequests:
     def __init__(self, stub: precache_pb2_grpc.PrecacheServiceStub, interval: float = 2.0):
         self.stub = stub
         self.interval = interval
-        self._last: dict[tuple[str, int], float] = {}
+        self._last: dict[tuple[str, int, bool], float] = {}  # (user, kind, urgent)
         self._in_flight: dict[tuple[str, int], asyncio.Task[None]] = {}
 
     def request(self, user_id: str, kind: int, *, urgent: bool = False) -> None:
         key = (user_id, kind)
         now = time.monotonic()
-        if key in self._in_flight or (
-            not urgent and now - self._last.get(key, -1e9) < self.interval
-        ):
+        interval = URGENT_INTERVAL if urgent else self.interval
+        if key in self._in_flight or now - self._last.get((*key, urgent), -1e9) < interval:
             return
         if len(self._last) > 100_000:
             self._last.clear()
-        self._last[key] = now
+        self._last[(*key, urgent)] = now
         task = asyncio.create_task(self._send(user_id, kind))
         self._in_flight[key] = task
         task.add_done_callback(lambda _: self._in_flight.pop(key, None))
@@ -140,9 +145,13 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
             elif page.unseen_left < LOW_WATER:
                 self.refills.request(caller, feed_pb2.FEED_KIND_FOLLOWING)
             UNSEEN_LEFT.labels(kind).observe(max(page.unseen_left, 0))
-        elif kind == "for_you" and not page.queue_exists:
-            # no ranking yet (a fresh or flushed Redis): the builder computes one now
+        elif kind == "for_you" and not page.queue_exists and not page.replayed:
+            # no ranking in Redis (a fresh or flushed one): the builder computes one now, and
+            # this page comes from the replica's ranking
             self.refills.request(keys.GLOBAL_FEED_USER, feed_pb2.FEED_KIND_FOR_YOU, urgent=True)
+            candidates = await self._cold_ranking(size, number)
+            video_ids = await self.queues.record_page(reader, session, number, size, candidates)
+            source = "cold"
         READS.labels(kind, source).inc()
         videos = await self.hydrator.videos(video_ids)
         # no cursor once the session has nothing more right now (a later session will)
@@ -177,6 +186,16 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
             items=videos,
             next_cursor=encode_token(cursor_kind, [session, number + 1]) if more else "",
         )
+
+    async def _cold_ranking(self, size: int, number: int) -> list[str]:
+        try:
+            async with asyncio.timeout(COLD_DEADLINE_SECONDS):
+                async with self.replica.connection() as conn:
+                    ranked = await trending(conn, TRENDING_DAYS, size * (number + 2))
+        except (TimeoutError, *DEPENDENCY_ERRORS) as e:
+            log.warning("cold for-you page not built: %r", e)
+            return []
+        return [str(video_id) for video_id, _, _ in ranked]
 
     async def _cold_candidates(self, user_id: str, size: int, number: int) -> list[str]:
         """The newest videos of the user's followees, straight from the replica, within a tight
@@ -218,7 +237,11 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
                     chunk.append(nxt)
                 try:
                     await self.queues.apply(chunk)
-                except redis.exceptions.ResponseError:
+                except redis.exceptions.ResponseError as e:
+                    if isinstance(e, UNAVAILABLE_REPLIES) or str(e).startswith(
+                        ("BUSY", "NOSCRIPT")
+                    ):
+                        raise Unavailable("feed queues are not writable right now") from e
                     # Redis refused a script (a batch it cannot apply), not an outage: drop
                     # the chunk like a malformed batch, so it cannot stall the stream forever
                     log.exception("feed batches dropped: Redis refused them")

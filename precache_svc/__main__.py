@@ -31,7 +31,10 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     builder = Builder(replica, stream, settings.hot_creator_followers)
     refills = RefillQueue(builder)
     name = f"{socket.gethostname()}:{settings.grpc_ports['precache']}"
-    consumer = GroupConsumer(redis, GROUP, name, builder.handle_entries, batch_size=100)
+    # a fan-out can take seconds: another instance claims its events only after a minute
+    consumer = GroupConsumer(
+        redis, GROUP, name, builder.handle_entries, batch_size=100, claim_idle_ms=60_000
+    )
     service = PrecacheService(refills)
     try:
         async with running(

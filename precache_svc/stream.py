@@ -70,6 +70,8 @@ class FeedStream:
                 raise
             except grpc.aio.AioRpcError as e:
                 log.warning("feed stream broke (%s); reconnecting", e.code().name)
+            except Exception:  # never let the sender die: every send() would wait forever
+                log.exception("feed stream failed; reconnecting")
             finally:
                 self._generation += 1
                 call.cancel()

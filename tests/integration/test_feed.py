@@ -174,6 +174,10 @@ def test_a_missing_queue_is_served_from_the_replica_and_rebuilt(edge: Http, stac
         r.delete(keys.feed_queue(fan.user_id, "following"))
         page = feed(edge, fan, page_size=2)
         assert ids(page) == [videos[2]["video_id"], videos[1]["video_id"]]
+        # a retried cold cursor answers as the first time
+        assert feed(edge, fan, page_size=2, cursor=page["next_cursor"]) == feed(
+            edge, fan, page_size=2, cursor=page["next_cursor"]
+        )
         rest = feed(edge, fan, page_size=2, cursor=page["next_cursor"])
         assert ids(rest) == [videos[0]["video_id"]]
         eventually(lambda: r.exists(keys.feed_queue(fan.user_id, "following")))

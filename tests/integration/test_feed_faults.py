@@ -84,6 +84,7 @@ def test_after_redis_is_flushed_the_next_read_answers_and_the_queue_is_rebuilt(
     try:
         r.flushall()
         assert ids(feed(edge, fan)) == [video["video_id"]]  # cold: from the replica
+        assert video["video_id"] in ids(feed(edge, None, "for_you", page_size=50))  # idem
         eventually(lambda: r.exists(keys.feed_queue(fan.user_id, "following")))
         eventually(lambda: video["video_id"] in ids(feed(edge, None, "for_you", page_size=50)))
     finally:
