@@ -7,6 +7,7 @@ replica; everything a user just wrote and reads back goes to the primary.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
@@ -35,6 +36,7 @@ ID_PAGE_DEFAULT, ID_PAGE_MAX = 1000, 10_000
 RECENT_LIKES_DEFAULT, RECENT_LIKES_MAX = 100, 1000
 # rounds of reading a liked/favorite list to fill a page when some videos were deleted
 FILL_ROUNDS = 4
+MAX_REPAIRS = 100  # mirror repairs in flight at once
 
 
 def user_message(row: store.UserRow | store.UserView) -> common_pb2.User:
@@ -87,6 +89,7 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
         self.tokens = tokens
         self.videos = videos
         self.mirror = mirror
+        self._repairs: set[asyncio.Task[None]] = set()
 
     # --- accounts ---------------------------------------------------------------------------
 
@@ -317,12 +320,9 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
         found = {r.entity_id: r for r in rows}
         # a video never counted yet is mirrored as zeros at version 0: the first real count wins
         entries = [found.get(i) or store.CounterRow(i, (0, 0, 0), 0) for i in ids]
-        try:
-            await self.mirror.write(
-                videos=[Counts(str(r.entity_id), r.counts, r.version) for r in entries]
-            )
-        except Exception as e:  # noqa: BLE001 - read repair is best effort
-            log.warning("counter mirror not repaired: %r", e)
+        # read repair in the background: a hung Redis must not slow this answer down (callers
+        # come here precisely when Redis failed them)
+        self._repair(videos=[Counts(str(r.entity_id), r.counts, r.version) for r in entries])
         return activity_pb2.BatchGetVideoCountsResponse(
             counts=[
                 activity_pb2.VideoCounts(
@@ -334,6 +334,20 @@ class ActivityService(activity_pb2_grpc.ActivityServiceServicer):
                 for r in entries
             ]
         )
+
+    def _repair(self, videos: list[Counts]) -> None:
+        if len(self._repairs) >= MAX_REPAIRS:  # Redis is slow or down: skip, the next read asks
+            return
+
+        async def write() -> None:
+            try:
+                await self.mirror.write(videos=videos)
+            except Exception as e:  # noqa: BLE001 - read repair is best effort
+                log.warning("counter mirror not repaired: %r", e)
+
+        task = asyncio.create_task(write())
+        self._repairs.add(task)
+        task.add_done_callback(self._repairs.discard)
 
     # --- comments ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from feed_svc.hydrate import Hydrator
 from feed_svc.queues import FeedQueues
 from feed_svc.service import FeedService, RefillRequests
+from mesh.breaker import Breaker
 from mesh.clients import internal_channel, redis_client
 from mesh.counters import CounterMirror, VideoCountsSource
 from mesh.db import open_pool
@@ -20,11 +21,14 @@ from tiktok.v1 import activity_pb2_grpc, feed_pb2_grpc, precache_pb2_grpc, uploa
 async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     redis = redis_client(settings.redis_url)
     channel = internal_channel(settings)
-    counts = VideoCountsSource(CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel))
-    hydrator = Hydrator(redis, upload_pb2_grpc.UploadServiceStub(channel), counts)
+    breaker = Breaker("redis")  # one per process: a hung Redis is skipped by every path
+    counts = VideoCountsSource(
+        CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel), breaker=breaker
+    )
+    hydrator = Hydrator(redis, upload_pb2_grpc.UploadServiceStub(channel), counts, breaker)
     replica = await open_pool(settings.database_replica_url, "public", max_size=5)
     refills = RefillRequests(precache_pb2_grpc.PrecacheServiceStub(channel))
-    service = FeedService(FeedQueues(redis), hydrator, refills, replica)
+    service = FeedService(FeedQueues(redis), hydrator, refills, replica, breaker)
     try:
         yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(service, server)
     finally:

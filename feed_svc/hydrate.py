@@ -4,6 +4,7 @@ counts that are missing."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -11,6 +12,7 @@ import grpc
 import redis.asyncio as aioredis
 
 from mesh import keys
+from mesh.breaker import FAST_READ_SECONDS, Breaker
 from mesh.counters import VIDEO_FIELDS, VideoCountsSource
 from mesh.interceptors import DEPENDENCY_ERRORS
 from tiktok.v1 import common_pb2, upload_pb2, upload_pb2_grpc
@@ -24,12 +26,14 @@ class Hydrator:
         redis: aioredis.Redis,
         upload: upload_pb2_grpc.UploadServiceStub,
         counts: VideoCountsSource,
+        breaker: Breaker,
         *,
-        timeout: float = 1.0,
+        timeout: float = 1.5,
     ) -> None:
         self.redis = redis
         self.upload = upload
         self.counts = counts
+        self.breaker = breaker
         self.timeout = timeout
 
     async def videos(self, video_ids: Sequence[str]) -> list[common_pb2.Video]:
@@ -39,24 +43,12 @@ class Hydrator:
             return []
         found: dict[str, common_pb2.Video] = {}
         counted: set[str] = set()
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for video_id in video_ids:
-                pipe.get(keys.video_card(video_id))
-                pipe.hmget(keys.video_counts(video_id), VIDEO_FIELDS)
-            replies = await pipe.execute()
-            for video_id, card, counts in zip(video_ids, replies[0::2], replies[1::2], strict=True):
-                if card is None:
-                    continue
-                video = common_pb2.Video.FromString(card)
-                if counts[0] is not None:
-                    video.like_count, video.comment_count, video.favorite_count = (
-                        max(0, int(c or 0)) for c in counts
-                    )
-                    counted.add(video_id)
-                found[video_id] = video
-        except DEPENDENCY_ERRORS as e:
-            log.warning("cards unreadable, asking upload_svc: %r", e)
+        if self.breaker.available():
+            try:
+                async with asyncio.timeout(FAST_READ_SECONDS):
+                    await self._from_redis(video_ids, found, counted)
+            except DEPENDENCY_ERRORS as e:
+                self.breaker.failed(e)  # cards and counts from the services instead
         missing = [v for v in video_ids if v not in found]
         if missing:
             try:
@@ -73,3 +65,22 @@ class Hydrator:
         if uncounted:
             await self.counts.fill(uncounted)
         return [found[v] for v in video_ids if v in found]
+
+    async def _from_redis(
+        self, video_ids: Sequence[str], found: dict[str, common_pb2.Video], counted: set[str]
+    ) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for video_id in video_ids:
+            pipe.get(keys.video_card(video_id))
+            pipe.hmget(keys.video_counts(video_id), VIDEO_FIELDS)
+        replies = await pipe.execute()
+        for video_id, card, counts in zip(video_ids, replies[0::2], replies[1::2], strict=True):
+            if card is None:
+                continue
+            video = common_pb2.Video.FromString(card)
+            if counts[0] is not None:
+                video.like_count, video.comment_count, video.favorite_count = (
+                    max(0, int(c or 0)) for c in counts
+                )
+                counted.add(video_id)
+            found[video_id] = video

@@ -19,9 +19,10 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from feed_svc.hydrate import Hydrator
-from feed_svc.queues import FeedQueues
+from feed_svc.queues import MAX_PER_CREATOR, FeedQueues
 from mesh import keys
 from mesh.auth import caller_id
+from mesh.breaker import FAST_READ_SECONDS, Breaker
 from mesh.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from mesh.feedreads import following_videos, trending
 from mesh.interceptors import DEPENDENCY_ERRORS
@@ -69,17 +70,17 @@ class RefillRequests:
         self.stub = stub
         self.interval = interval
         self._last: dict[tuple[str, int, bool], float] = {}  # (user, kind, urgent)
-        self._in_flight: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._in_flight: dict[tuple[str, int, bool], asyncio.Task[None]] = {}
 
     def request(self, user_id: str, kind: int, *, urgent: bool = False) -> None:
-        key = (user_id, kind)
+        key = (user_id, kind, urgent)  # an urgent ask never waits behind a routine one
         now = time.monotonic()
         interval = URGENT_INTERVAL if urgent else self.interval
-        if key in self._in_flight or now - self._last.get((*key, urgent), -1e9) < interval:
+        if key in self._in_flight or now - self._last.get(key, -1e9) < interval:
             return
         if len(self._last) > 100_000:
             self._last.clear()
-        self._last[(*key, urgent)] = now
+        self._last[key] = now
         task = asyncio.create_task(self._send(user_id, kind))
         self._in_flight[key] = task
         task.add_done_callback(lambda _: self._in_flight.pop(key, None))
@@ -100,11 +101,13 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         hydrator: Hydrator,
         refills: RefillRequests,
         replica: AsyncConnectionPool,
+        breaker: Breaker,
     ) -> None:
         self.queues = queues
         self.hydrator = hydrator
         self.refills = refills
         self.replica = replica
+        self.breaker = breaker
 
     async def GetFeed(self, request, context):
         caller = caller_id(context)
@@ -125,12 +128,15 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         owner = caller if kind == "following" else keys.GLOBAL_FEED_USER
         # a signed-in for-you reader skips what any of their recent sessions served
         seen_scope = "for_you" if kind == "for_you" and caller else None
+        if not self.breaker.available():
+            return await self._degraded_page(kind, caller, cursor_kind, session, number, size)
         try:
-            page = await self.queues.next_page(
-                owner, kind, reader, session, number, size, seen_scope
-            )
+            async with asyncio.timeout(FAST_READ_SECONDS):
+                page = await self.queues.next_page(
+                    owner, kind, reader, session, number, size, seen_scope
+                )
         except DEPENDENCY_ERRORS as e:
-            log.warning("feed queues unreadable, serving from the replica: %r", e)
+            self.breaker.failed(e)  # then the replica, for this and the next few seconds
             return await self._degraded_page(kind, caller, cursor_kind, session, number, size)
         video_ids = page.video_ids
         source = "replay" if page.replayed else "queue"
@@ -173,8 +179,8 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
                         rows = await following_videos(conn, uuid.UUID(caller), limit)
                         listed = [str(r.video_id) for r in rows]
                     else:
-                        ranked = await trending(conn, TRENDING_DAYS, limit)
-                        listed = [str(video_id) for video_id, _, _ in ranked]
+                        ranked = await trending(conn, TRENDING_DAYS, limit * 3)
+                        listed = _diverse(ranked)
         except (TimeoutError, *DEPENDENCY_ERRORS) as e:
             log.warning("degraded feed page not built either: %r", e)
             listed = []
@@ -191,11 +197,11 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         try:
             async with asyncio.timeout(COLD_DEADLINE_SECONDS):
                 async with self.replica.connection() as conn:
-                    ranked = await trending(conn, TRENDING_DAYS, size * (number + 2))
+                    ranked = await trending(conn, TRENDING_DAYS, size * (number + 2) * 3)
         except (TimeoutError, *DEPENDENCY_ERRORS) as e:
             log.warning("cold for-you page not built: %r", e)
             return []
-        return [str(video_id) for video_id, _, _ in ranked]
+        return _diverse(ranked)
 
     async def _cold_candidates(self, user_id: str, size: int, number: int) -> list[str]:
         """The newest videos of the user's followees, straight from the replica, within a tight
@@ -267,3 +273,15 @@ def _position(position: list | None) -> tuple[str, int]:
             "cursor", "is not a cursor this feed returned; start again without one"
         )
     return position[0], position[1]
+
+
+def _diverse(ranked: list[tuple[uuid.UUID, uuid.UUID, float]]) -> list[str]:
+    """The ranked video ids with at most MAX_PER_CREATOR of any creator in the whole list, so
+    every page cut from it keeps the for-you diversity rule."""
+    per_creator: dict[uuid.UUID, int] = {}
+    kept = []
+    for video_id, creator_id, _ in ranked:
+        if per_creator.get(creator_id, 0) < MAX_PER_CREATOR:
+            per_creator[creator_id] = per_creator.get(creator_id, 0) + 1
+            kept.append(str(video_id))
+    return kept

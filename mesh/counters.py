@@ -9,6 +9,7 @@ backwards. Entries expire after a week untouched; a miss means "ask activity_svc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import grpc
 import redis.asyncio as aioredis
 
 from mesh import keys
+from mesh.breaker import FAST_READ_SECONDS, Breaker
 from mesh.interceptors import DEPENDENCY_ERRORS
 from tiktok.v1 import activity_pb2, activity_pb2_grpc, common_pb2
 
@@ -102,11 +104,13 @@ class VideoCountsSource:
         mirror: CounterMirror,
         activity: activity_pb2_grpc.ActivityServiceStub,
         *,
+        breaker: Breaker | None = None,
         timeout: float = 1.0,
         batch: int = 500,
     ) -> None:
         self.mirror = mirror
         self.activity = activity
+        self.breaker = breaker or Breaker("redis")
         self.timeout = timeout
         self.batch = batch
 
@@ -114,11 +118,13 @@ class VideoCountsSource:
         ids = list(dict.fromkeys(v.video_id for v in videos))
         if not ids:
             return
-        try:
-            found = await self.mirror.read_videos(ids)
-        except DEPENDENCY_ERRORS as e:
-            log.warning("counter mirror unreadable, asking activity_svc: %r", e)
-            found = {}
+        found: dict[str, tuple[int, ...]] = {}
+        if self.breaker.available():
+            try:
+                async with asyncio.timeout(FAST_READ_SECONDS):
+                    found = await self.mirror.read_videos(ids)
+            except DEPENDENCY_ERRORS as e:
+                self.breaker.failed(e)
         missing = [i for i in ids if i not in found]
         for start in range(0, len(missing), self.batch):
             request = activity_pb2.BatchGetVideoCountsRequest(

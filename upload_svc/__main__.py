@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from mesh.breaker import Breaker
 from mesh.clients import internal_channel, redis_client, s3_client
 from mesh.counters import CounterMirror, VideoCountsSource
 from mesh.db import apply_migrations, open_pool
@@ -34,8 +35,11 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         media_base_url=settings.cdn_base_url,
     )
     channel = internal_channel(settings)
-    counts = VideoCountsSource(CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel))
-    service = UploadService(pool, storage, redis, counts)
+    breaker = Breaker("redis")  # one per process: a hung Redis is skipped by every path
+    counts = VideoCountsSource(
+        CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel), breaker=breaker
+    )
+    service = UploadService(pool, storage, redis, counts, breaker)
     relay = OutboxRelay(pool, redis, SCHEMA)
     bucket = settings.s3_bucket
     try:

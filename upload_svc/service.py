@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from mesh import keys
 from mesh.auth import require_caller
+from mesh.breaker import Breaker
 from mesh.counters import VIDEO_FIELDS, VideoCountsSource
 from mesh.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from mesh.outbox import new_event, record_event
@@ -64,8 +65,11 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         storage: Storage,
         redis: aioredis.Redis,
         counts: VideoCountsSource,
+        breaker: Breaker | None = None,
         probe_slots: int = 2,
     ) -> None:
+        self.breaker = breaker or Breaker("redis")
+        self._card_writes: set[asyncio.Task[None]] = set()
         self.pool = pool
         self.storage = storage
         self.redis = redis
@@ -241,18 +245,29 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             log.warning("upload object not deleted: %r", e)
         return message
 
-    async def _write_cards(self, videos: list[common_pb2.Video]) -> None:
+    async def _write_cards(self, videos: list[common_pb2.Video], *, background: bool = False):
         """The feed's hydration cards (videos without counts). Best effort: the database stays
-        the truth, and a missing card is rebuilt by the next BatchGetVideos."""
-        if not videos:
+        the truth, and a missing card is rebuilt by the next BatchGetVideos. In the background
+        when a reader is waiting (a hung Redis must not hold up the reply)."""
+        if not videos or not self.breaker.available() or len(self._card_writes) >= 100:
             return
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for video in videos:
-                pipe.set(keys.video_card(video.video_id), video.SerializeToString())
-            await pipe.execute()
-        except Exception as e:  # noqa: BLE001
-            log.warning("video cards not written: %r", e)
+        cards = {keys.video_card(v.video_id): v.SerializeToString() for v in videos}
+
+        async def write() -> None:
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for key, card in cards.items():
+                    pipe.set(key, card)
+                await pipe.execute()
+            except Exception as e:  # noqa: BLE001
+                self.breaker.failed(e)
+
+        if not background:
+            await write()
+            return
+        task = asyncio.create_task(write())
+        self._card_writes.add(task)
+        task.add_done_callback(self._card_writes.discard)
 
     # --- streaming upload (internal callers) ----------------------------------------------
 
@@ -366,7 +381,8 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             rows = await store.live_videos_by_ids(conn, ids)
         videos = [self.video_message(r) for r in rows]
         if mask is None:
-            await self._write_cards(videos)  # hydrating callers come here for missing cards
+            # hydrating callers come here for missing cards
+            await self._write_cards(videos, background=True)
         if mask is None or any(path in VIDEO_FIELDS for path in mask.paths):
             await self.counts.fill(videos)
         if mask is not None:

@@ -85,7 +85,14 @@ def test_after_redis_is_flushed_the_next_read_answers_and_the_queue_is_rebuilt(
         r.flushall()
         assert ids(feed(edge, fan)) == [video["video_id"]]  # cold: from the replica
         assert video["video_id"] in ids(feed(edge, None, "for_you", page_size=50))  # idem
-        eventually(lambda: r.exists(keys.feed_queue(fan.user_id, "following")))
+        # as the fan keeps reading (each read of a missing queue asks for it), it is rebuilt
+        eventually(
+            lambda: (
+                ids(feed(edge, fan)) is not None
+                and r.exists(keys.feed_queue(fan.user_id, "following"))
+            ),
+            10,
+        )
         eventually(lambda: video["video_id"] in ids(feed(edge, None, "for_you", page_size=50)))
     finally:
         r.close()
@@ -131,3 +138,18 @@ def test_with_postgres_hung_the_feeds_are_still_served(edge: Http, stack: Stack)
     with hung(postgres):
         assert ids(feed(edge, fan)) == [video["video_id"]]
         assert video["video_id"] in ids(feed(edge, None, "for_you", page_size=50))
+
+
+def test_with_redis_hung_the_following_feed_comes_from_the_replica(
+    edge: Http, stack: Stack
+) -> None:
+    creator, fan = sign_up(edge, "creator"), sign_up(edge, "fan")
+    assert edge.post("/v1/follows", {"followee_id": creator.user_id}, token=fan.token).status
+    video = publish(edge, creator)
+    eventually(lambda: ids(feed(edge, fan)) == [video["video_id"]])
+    valkey = next(p for layer in stack.layers for p in layer if p.name == "valkey")
+    with hung(valkey):
+        # the first reads pay the client timeouts and open the breakers; then the page is
+        # built from the replica and hydrated through the services, never an error
+        eventually(lambda: ids(feed(edge, fan)) == [video["video_id"]], 15)
+    eventually(lambda: ids(feed(edge, fan)) == [video["video_id"]], 15)  # and after recovery
