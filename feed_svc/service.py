@@ -229,6 +229,8 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
                 await inbox.put(None)
 
         receiver = asyncio.create_task(receive())
+        # a client that goes away ends receive() with an error: seen here, not logged as lost
+        receiver.add_done_callback(lambda t: t.cancelled() or t.exception())
         try:
             while True:
                 first = await inbox.get()

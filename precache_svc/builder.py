@@ -8,6 +8,7 @@ is a set operation (add with a fixed score, remove) that is harmless to repeat a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -142,20 +143,26 @@ class Builder:
         per 1,000 followers (``more_user_ids``), a page of followers at a time, each page's
         batches applied before the next page is read. A batch's id derives from the event and
         its first and last follower, so a redelivered event repeats the same ids."""
-        async for page in self._follower_pages(creator):
-            batches = []
-            for start in range(0, len(page), USERS_PER_BATCH):
-                users = page[start : start + USERS_PER_BATCH]
-                batches.append(
-                    feed_pb2.FeedBatch(
-                        batch_id=batch_id(event.event_id, f"{users[0]}..{users[-1]}"),
-                        user_id=users[0],
-                        more_user_ids=users[1:],
-                        kind=FOLLOWING,
-                        **change,
-                    )
+        async with contextlib.aclosing(self._follower_pages(creator)) as pages:
+            async for page in pages:
+                await self._to_page(event, page, change)
+
+    async def _to_page(
+        self, event: events_pb2.Event, page: list[str], change: dict[str, Any]
+    ) -> None:
+        batches = []
+        for start in range(0, len(page), USERS_PER_BATCH):
+            users = page[start : start + USERS_PER_BATCH]
+            batches.append(
+                feed_pb2.FeedBatch(
+                    batch_id=batch_id(event.event_id, f"{users[0]}..{users[-1]}"),
+                    user_id=users[0],
+                    more_user_ids=users[1:],
+                    kind=FOLLOWING,
+                    **change,
                 )
-            await self.stream.send(batches)
+            )
+        await self.stream.send(batches)
 
     async def _follower_pages(self, creator: uuid.UUID):
         """The followers of ``creator``, a page at a time; the next page is read from the
@@ -170,7 +177,7 @@ class Builder:
             following = asyncio.create_task(read(rows[-1][0])) if len(rows) == FANOUT_PAGE else None
             try:
                 yield [f for _, f in rows]
-            except BaseException:
+            except BaseException:  # closed early (aclosing): do not leave the prefetch running
                 if following:
                     following.cancel()
                 raise
