@@ -20,24 +20,31 @@ def run_async(test: Callable[[], Awaitable[None]]) -> Callable[[], None]:
     return wrapper
 
 
-async def sent(backend: Backend, calls: int) -> None:
-    """Lets the loop run until the backend has received ``calls`` calls."""
-    while len(backend.calls) < calls:
-        await asyncio.sleep(0)
-
-
 class Backend:
-    def __init__(self, delay: float = 0.0) -> None:
+    """A batch source whose calls can be held open (``gated``) until the test releases them,
+    so a test decides exactly what is in flight: no timing involved."""
+
+    def __init__(self, gated: bool = False) -> None:
         self.calls: list[list[int]] = []
-        self.delay = delay
         self.fail: Exception | None = None
+        self.released = asyncio.Event()
+        if not gated:
+            self.released.set()
+        self._arrived = asyncio.Condition()
 
     async def fetch(self, keys: list[int]) -> dict[int, str]:
         self.calls.append(keys)
-        await asyncio.sleep(self.delay)
+        async with self._arrived:
+            self._arrived.notify_all()
+        await self.released.wait()
         if self.fail:
             raise self.fail
         return {k: f"v{k}" for k in keys if k % 2 == 0}
+
+    async def received(self, calls: int) -> None:
+        """Returns once ``calls`` calls have arrived (a deadline of one second)."""
+        async with asyncio.timeout(1), self._arrived:
+            await self._arrived.wait_for(lambda: len(self.calls) >= calls)
 
 
 @run_async
@@ -51,11 +58,12 @@ async def test_concurrent_loads_share_one_call_and_duplicates_one_key() -> None:
 
 @run_async
 async def test_keys_arriving_while_calls_are_in_flight_pile_into_the_next_batch() -> None:
-    backend = Backend(delay=0.01)
+    backend = Backend(gated=True)
     loader = BatchLoader(backend.fetch, max_in_flight=1)
     first = asyncio.gather(*(loader.load(k) for k in range(3)))
-    await sent(backend, 1)
+    await backend.received(1)
     later = asyncio.gather(*(loader.load(k) for k in range(10, 20)))
+    backend.released.set()  # the later keys were asked for while the first call was open
     assert await first == ["v0", None, "v2"]
     await later
     assert backend.calls == [[0, 1, 2], list(range(10, 20))]
@@ -71,11 +79,13 @@ async def test_batches_are_capped() -> None:
 
 @run_async
 async def test_a_key_never_joins_a_call_already_sent() -> None:
-    backend = Backend(delay=0.01)
+    backend = Backend(gated=True)
     loader = BatchLoader(backend.fetch)
     first = asyncio.ensure_future(loader.load(2))
-    await sent(backend, 1)  # the call for 2 is on its way
+    await backend.received(1)  # the call for 2 is on its way
     second = asyncio.ensure_future(loader.load(2))
+    await backend.received(2)
+    backend.released.set()
     await asyncio.gather(first, second)
     assert backend.calls == [[2], [2]]
 
@@ -93,12 +103,13 @@ async def test_a_failed_call_fails_every_waiter_and_the_loader_recovers() -> Non
 
 @run_async
 async def test_a_cancelled_waiter_does_not_disturb_the_others() -> None:
-    backend = Backend(delay=0.01)
+    backend = Backend(gated=True)
     loader = BatchLoader(backend.fetch)
     doomed = asyncio.ensure_future(loader.load(2))
     kept = asyncio.ensure_future(loader.load(4))
-    await sent(backend, 1)
+    await backend.received(1)
     doomed.cancel()
+    backend.released.set()
     assert await kept == "v4"
     with pytest.raises(asyncio.CancelledError):
         await doomed
