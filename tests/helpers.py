@@ -13,6 +13,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+# a well-formed id that names nothing: requests with it must answer 404
+UNKNOWN_ID = "0196d5a0-0000-7000-8000-000000000000"
+
 
 @dataclass
 class Response:

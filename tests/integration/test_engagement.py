@@ -17,6 +17,7 @@ from mesh.clients import redis_client
 from mesh.db import open_pool
 from stack.launcher import Stack
 from tests.helpers import (
+    UNKNOWN_ID,
     Http,
     SignedUpUser,
     eventually,
@@ -27,8 +28,6 @@ from tests.helpers import (
 )
 from tests.videos import publish
 from tiktok.v1 import activity_pb2, activity_pb2_grpc, events_pb2
-
-UNKNOWN = "0196d5a0-0000-7000-8000-000000000000"
 
 
 def like(http: Http, user: SignedUpUser, video_id: str):
@@ -123,9 +122,9 @@ def test_like_and_favorite_mistakes_are_named(edge: Http) -> None:
     video = publish(edge, creator)
     fan = sign_up(edge, "fan")
     for path in ("/v1/likes", "/v1/favorites"):
-        r = edge.post(path, {"video_id": UNKNOWN}, token=fan.token)
+        r = edge.post(path, {"video_id": UNKNOWN_ID}, token=fan.token)
         assert r.status == 404
-        assert UNKNOWN in r.json()["message"]
+        assert UNKNOWN_ID in r.json()["message"]
         for bad in ("", "xyz"):
             r = edge.post(path, {"video_id": bad}, token=fan.token)
             assert r.status == 400
@@ -133,9 +132,9 @@ def test_like_and_favorite_mistakes_are_named(edge: Http) -> None:
         assert edge.post(path, {"video_id": video["video_id"]}).status == 401
         assert edge.request("DELETE", f"{path}/xyz", token=fan.token).status == 400
         # removing what is not there succeeds
-        assert edge.request("DELETE", f"{path}/{UNKNOWN}", token=fan.token).status == 200
+        assert edge.request("DELETE", f"{path}/{UNKNOWN_ID}", token=fan.token).status == 200
     assert edge.get("/v1/users/xyz/likes").json()["message"].startswith("user_id:")
-    assert edge.get(f"/v1/users/{UNKNOWN}/likes").status == 404
+    assert edge.get(f"/v1/users/{UNKNOWN_ID}/likes").status == 404
     # a deleted video can no longer be liked
     assert edge.request("DELETE", f"/v1/videos/{video['video_id']}", token=creator.token).status
     r = like(edge, fan, video["video_id"])
@@ -227,17 +226,17 @@ def test_comment_mistakes_are_named(edge: Http) -> None:
         assert r.status == 400, text
         assert r.json()["message"].startswith("text:")
     assert comment(edge, author, video["video_id"], "é" * 500).status == 200  # code points
-    assert comment(edge, author, UNKNOWN, "hello").status == 404
+    assert comment(edge, author, UNKNOWN_ID, "hello").status == 404
     r = comment(edge, author, "xyz", "hello")
     assert r.status == 400
     assert r.json()["message"].startswith("video_id:")
     r = edge.request("DELETE", f"/v1/videos/{video['video_id']}/comments/xyz", token=author.token)
     assert r.json()["message"].startswith("comment_id:")
     r = edge.request(
-        "DELETE", f"/v1/videos/{video['video_id']}/comments/{UNKNOWN}", token=author.token
+        "DELETE", f"/v1/videos/{video['video_id']}/comments/{UNKNOWN_ID}", token=author.token
     )
     assert r.status == 404
-    assert edge.get(f"/v1/videos/{UNKNOWN}/comments").status == 404
+    assert edge.get(f"/v1/videos/{UNKNOWN_ID}/comments").status == 404
     assert edge.post(f"/v1/videos/{video['video_id']}/comments", {"text": "hi"}).status == 401
 
 
@@ -316,7 +315,7 @@ def test_likes_work_over_grpc_through_the_edge(edge: Http, edge_channel: grpc.Ch
     listed = stub.ListLikedVideos(activity_pb2.ListLikedVideosRequest(user_id=fan.user_id))
     assert [v.video_id for v in listed.videos] == [video["video_id"]]
     with pytest.raises(grpc.RpcError) as e:
-        stub.CreateLike(activity_pb2.CreateLikeRequest(video_id=UNKNOWN), metadata=auth)
+        stub.CreateLike(activity_pb2.CreateLikeRequest(video_id=UNKNOWN_ID), metadata=auth)
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as e:
         stub.ListFavoriteVideos(

@@ -12,25 +12,10 @@ import redis
 
 from mesh import keys
 from stack.launcher import Stack
-from tests.helpers import Http, SignedUpUser, eventually, sign_up, sign_up_many
+from tests.feeds import feed, follow, ids
+from tests.helpers import Http, eventually, sign_up, sign_up_many
 from tests.videos import publish
 from tiktok.v1 import feed_pb2, feed_pb2_grpc
-
-
-def feed(http: Http, user: SignedUpUser | None, kind: str = "following", **query) -> dict:
-    params = "&".join(f"{k}={v}" for k, v in {"kind": kind, **query}.items())
-    r = http.get(f"/v1/feed?{params}", token=user.token if user else None)
-    assert r.status == 200, r.body
-    return r.json()
-
-
-def ids(page: dict) -> list[str]:
-    return [v["video_id"] for v in page["items"]]
-
-
-def follow(http: Http, user: SignedUpUser, followee: SignedUpUser) -> None:
-    r = http.post("/v1/follows", {"followee_id": followee.user_id}, token=user.token)
-    assert r.status == 200, r.body
 
 
 def test_a_followed_creators_new_video_is_in_the_next_page_within_2_s(edge: Http) -> None:

@@ -16,21 +16,11 @@ import redis
 from mesh import keys
 from stack.launcher import Stack
 from stack.procs import Proc
-from tests.helpers import Http, SignedUpUser, eventually, sign_up
+from tests.feeds import fan_with_one_video, feed, ids
+from tests.helpers import Http, eventually, sign_up
 from tests.videos import publish
 
 FANOUT_FOLLOWERS = 5000
-
-
-def feed(http: Http, user: SignedUpUser | None, kind: str = "following", **query) -> dict:
-    params = "&".join(f"{k}={v}" for k, v in {"kind": kind, **query}.items())
-    r = http.get(f"/v1/feed?{params}", token=user.token if user else None)
-    assert r.status == 200, r.body
-    return r.json()
-
-
-def ids(page: dict) -> list[str]:
-    return [v["video_id"] for v in page["items"]]
 
 
 def add_followers(stack: Stack, creator_id: str, n: int) -> list[str]:
@@ -76,10 +66,7 @@ def test_precache_svc_restarted_mid_fan_out_loses_nothing(edge: Http, stack: Sta
 def test_after_redis_is_flushed_the_next_read_answers_and_the_queue_is_rebuilt(
     edge: Http, stack: Stack
 ) -> None:
-    creator, fan = sign_up(edge, "creator"), sign_up(edge, "fan")
-    assert edge.post("/v1/follows", {"followee_id": creator.user_id}, token=fan.token).status
-    video = publish(edge, creator)
-    eventually(lambda: ids(feed(edge, fan)) == [video["video_id"]])
+    creator, fan, video = fan_with_one_video(edge)
     r = redis.Redis.from_url(stack.settings.redis_url)
     try:
         r.flushall()
@@ -129,10 +116,7 @@ def children(pid: int) -> list[int]:
 
 
 def test_with_postgres_hung_the_feeds_are_still_served(edge: Http, stack: Stack) -> None:
-    creator, fan = sign_up(edge, "creator"), sign_up(edge, "fan")
-    assert edge.post("/v1/follows", {"followee_id": creator.user_id}, token=fan.token).status
-    video = publish(edge, creator)
-    eventually(lambda: ids(feed(edge, fan)) == [video["video_id"]])
+    _, fan, video = fan_with_one_video(edge)
     eventually(lambda: video["video_id"] in ids(feed(edge, None, "for_you", page_size=50)), 15)
     postgres = next(p for layer in stack.layers for p in layer if p.name == "postgres")
     with hung(postgres):
@@ -143,10 +127,7 @@ def test_with_postgres_hung_the_feeds_are_still_served(edge: Http, stack: Stack)
 def test_with_redis_hung_the_following_feed_comes_from_the_replica(
     edge: Http, stack: Stack
 ) -> None:
-    creator, fan = sign_up(edge, "creator"), sign_up(edge, "fan")
-    assert edge.post("/v1/follows", {"followee_id": creator.user_id}, token=fan.token).status
-    video = publish(edge, creator)
-    eventually(lambda: ids(feed(edge, fan)) == [video["video_id"]])
+    _, fan, video = fan_with_one_video(edge)
     valkey = next(p for layer in stack.layers for p in layer if p.name == "valkey")
     with hung(valkey):
         # the first reads pay the client timeouts and open the breakers; then the page is

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from tests.helpers import (
+    UNKNOWN_ID,
     Http,
     SignedUpUser,
     eventually,
@@ -21,8 +22,6 @@ from tests.helpers import (
     walk,
 )
 from tiktok.v1 import activity_pb2, activity_pb2_grpc
-
-UNKNOWN = "0196d5a0-0000-7000-8000-000000000000"
 
 
 def follow(http: Http, user: SignedUpUser, followee_id: str):
@@ -60,9 +59,9 @@ def test_follow_mistakes_are_named(edge: Http) -> None:
     r = follow(edge, ana, ana.user_id)
     assert r.status == 400
     assert r.json()["message"].startswith("followee_id:")
-    r = follow(edge, ana, UNKNOWN)
+    r = follow(edge, ana, UNKNOWN_ID)
     assert r.status == 404
-    assert UNKNOWN in r.json()["message"]
+    assert UNKNOWN_ID in r.json()["message"]
     for bad in ("", "not-a-uuid"):
         r = follow(edge, ana, bad)
         assert r.status == 400
@@ -70,7 +69,7 @@ def test_follow_mistakes_are_named(edge: Http) -> None:
     assert unfollow(edge, ana, "not-a-uuid").status == 400
     assert edge.post("/v1/follows", {"followee_id": ana.user_id}).status == 401
     assert edge.get("/v1/users/not-a-uuid/followers").json()["message"].startswith("user_id:")
-    assert edge.get(f"/v1/users/{UNKNOWN}/following").status == 404
+    assert edge.get(f"/v1/users/{UNKNOWN_ID}/following").status == 404
     r = edge.get(f"/v1/users/{ana.user_id}/followers?page_size=101")
     assert r.status == 400
     assert r.json()["message"].startswith("page_size:")
@@ -188,7 +187,7 @@ def test_builder_id_lists_page_through_every_follower(
         )
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     users = stub.BatchGetUsers(
-        activity_pb2.BatchGetUsersRequest(user_ids=[star.user_id, star.user_id, UNKNOWN])
+        activity_pb2.BatchGetUsersRequest(user_ids=[star.user_id, star.user_id, UNKNOWN_ID])
     ).users
     assert [u.user_id for u in users] == [star.user_id]
     eventually(
@@ -200,5 +199,5 @@ def test_builder_id_lists_page_through_every_follower(
         )
     )
     with pytest.raises(grpc.RpcError) as e:
-        stub.BatchGetUsers(activity_pb2.BatchGetUsersRequest(user_ids=[UNKNOWN] * 501))
+        stub.BatchGetUsers(activity_pb2.BatchGetUsersRequest(user_ids=[UNKNOWN_ID] * 501))
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
