@@ -21,32 +21,27 @@ Results: bench/results/feed.json, feed_*.png; the table goes in bench/README.md 
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import random
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import grpc
 import redis
 from hdrh.histogram import HdrHistogram
 
 from activity_svc.credentials import TokenIssuer
+from bench.common import LOAD_ENV, RESULTS, run_on_own_stack
 from bench.dataset import Scale, load
 from bench.load import Job, Result, run_job
 from mesh import keys
 from mesh.jwtkeys import load_signing_key
 from stack.launcher import Stack
-from stack.topology import Topology
 from tests.clips import make_clip
-from tests.conftest import base_env
 from tests.helpers import Http, sign_up
 from tests.videos import publish
 from tiktok.v1 import feed_pb2, precache_pb2, precache_pb2_grpc
 
-RESULTS = Path(__file__).parent / "results"
 READERS = 2000
 ROUNDS = 3
 ROUND_SECONDS = 5.0
@@ -59,24 +54,9 @@ TARGETS = ("rest", "grpc", "sql", "noop")
 
 
 def main() -> None:
-    env = base_env() | {
-        "RATE_LIMIT_PER_SECOND": "1000000",
-        "RATE_LIMIT_BURST": "1000000",
-        "LOG_LEVEL": "WARNING",
-        # the fan-out measurement pushes to a celebrity's followers: not "hot" here
-        "HOT_CREATOR_FOLLOWERS": "10000000",
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Topology.ephemeral(Path(tmp), INSTANCES), env, durable=False)
-        stack.start()
-        try:
-            results = run(stack)
-        finally:
-            stack.stop()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "feed.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results)
-    print(json.dumps(results, indent=2))
+    # the fan-out measurement pushes to a celebrity's followers: not "hot" here
+    env = {**LOAD_ENV, "HOT_CREATOR_FOLLOWERS": "10000000"}
+    plot(run_on_own_stack("feed", run, env, INSTANCES))
 
 
 def run(stack: Stack) -> dict:

@@ -17,28 +17,23 @@ whole budget); tokens are signed with the stack's own key, exactly as sign-in si
 from __future__ import annotations
 
 import asyncio
-import json
 import multiprocessing
 import statistics
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import psycopg
 import redis
 
 from activity_svc.credentials import TokenIssuer
+from bench.common import LOAD_ENV, run_on_own_stack
 from mesh import keys
 from mesh.jwtkeys import load_signing_key
 from stack.launcher import Stack
-from stack.topology import Topology
-from tests.conftest import base_env
 from tests.helpers import Http, eventually
 from tiktok.v1 import activity_pb2, activity_pb2_grpc
 
-RESULTS = Path(__file__).parent / "results"
 ROUNDS = 3
 ROUND_SECONDS = 4.0
 WORKERS = 2  # load generator processes
@@ -171,18 +166,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def main() -> None:
-    env = base_env() | {"RATE_LIMIT_PER_SECOND": "1000000", "RATE_LIMIT_BURST": "1000000"}
-    env["LOG_LEVEL"] = "WARNING"  # a log line per RPC would be part of what is measured
-    with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Topology.ephemeral(Path(tmp), {}), env, durable=False)
-        stack.start()
-        try:
-            results = run(stack)
-        finally:
-            stack.stop()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "likes.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    run_on_own_stack("likes", run, LOAD_ENV)
 
 
 def run(stack: Stack) -> dict:

@@ -12,23 +12,18 @@
 from __future__ import annotations
 
 import http.client
-import json
 import multiprocessing
 import statistics
 import struct
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bench.common import run_on_own_stack
 from stack.launcher import Stack
-from stack.topology import Topology
 from tests.clips import make_clip
-from tests.conftest import base_env
 from tests.helpers import Http, sign_up
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def _put(url: str, data: bytes, headers: dict[str, str]) -> None:
@@ -85,16 +80,7 @@ def throughput(pool: multiprocessing.pool.Pool, url: str, clients: int, seconds:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(Topology.ephemeral(Path(tmp), {}), base_env(), durable=False)
-        stack.start()
-        try:
-            results = run(stack)
-        finally:
-            stack.stop()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "uploads.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    run_on_own_stack("uploads", run)
 
 
 def run(stack: Stack) -> dict:

@@ -1,0 +1,42 @@
+"""What every benchmark shares: its own stack on free ports in a temp dir, and its results file."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from stack.launcher import Stack
+from stack.topology import Topology
+from tests.conftest import base_env
+
+RESULTS = Path(__file__).parent / "results"
+
+# no per-user rate limit and no log line per RPC: neither is part of what is measured
+LOAD_ENV = {
+    "RATE_LIMIT_PER_SECOND": "1000000",
+    "RATE_LIMIT_BURST": "1000000",
+    "LOG_LEVEL": "WARNING",
+}
+
+
+def run_on_own_stack(
+    name: str,
+    run: Callable[[Stack], dict],
+    env: Mapping[str, str] | None = None,
+    instances: Mapping[str, int] | None = None,
+) -> dict:
+    """Starts a stack, runs ``run`` on it, stops it; writes results/<name>.json and prints it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        topo = Topology.ephemeral(Path(tmp), dict(instances or {}))
+        stack = Stack(topo, base_env() | dict(env or {}), durable=False)
+        stack.start()
+        try:
+            results = run(stack)
+        finally:
+            stack.stop()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return results
