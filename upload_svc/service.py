@@ -249,7 +249,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         """The feed's hydration cards (videos without counts). Best effort: the database stays
         the truth, and a missing card is rebuilt by the next BatchGetVideos. In the background
         when a reader is waiting (a hung Redis must not hold up the reply)."""
-        if not videos or not self.breaker.available() or len(self._card_writes) >= 100:
+        if not videos or not self.breaker.available():
             return
         cards = {keys.video_card(v.video_id): v.SerializeToString() for v in videos}
 
@@ -264,6 +264,8 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
 
         if not background:
             await write()
+            return
+        if len(self._card_writes) >= 100:  # Redis is slow: skip, the next reader rebuilds it
             return
         task = asyncio.create_task(write())
         self._card_writes.add(task)
