@@ -19,6 +19,9 @@ from tiktok.v1 import common_pb2, upload_pb2, upload_pb2_grpc
 
 log = logging.getLogger("feed_svc.hydrate")
 
+# per video id: its card (None: no card) and its mirrored counts (None: no mirror entry)
+Hydration = dict[str, tuple[bytes | None, tuple[int, ...] | None]]
+
 
 class Hydrator:
     def __init__(
@@ -36,19 +39,31 @@ class Hydrator:
         self.breaker = breaker
         self.timeout = timeout
 
-    async def videos(self, video_ids: Sequence[str]) -> list[common_pb2.Video]:
+    async def videos(
+        self, video_ids: Sequence[str], read: Hydration | None = None
+    ) -> list[common_pb2.Video]:
         """The live videos among ``video_ids``, in that order, counts filled in. Deleted
-        videos have no card and are not returned by UploadService: they drop out."""
+        videos have no card and are not returned by UploadService: they drop out. ``read``:
+        the cards and counts already read from Redis (by the page script), else read here."""
         if not video_ids:
             return []
-        found: dict[str, common_pb2.Video] = {}
-        counted: set[str] = set()
-        if self.breaker.available():
+        if read is None and self.breaker.available():
             try:
                 async with asyncio.timeout(FAST_READ_SECONDS):
-                    await self._from_redis(video_ids, found, counted)
+                    read = await self._from_redis(video_ids)
             except DEPENDENCY_ERRORS as e:
                 self.breaker.failed(e)  # cards and counts from the services instead
+        found: dict[str, common_pb2.Video] = {}
+        counted: set[str] = set()
+        for video_id, (card, counts) in (read or {}).items():
+            if card is None:
+                continue
+            video = found[video_id] = common_pb2.Video.FromString(card)
+            if counts is not None:
+                video.like_count, video.comment_count, video.favorite_count = (
+                    max(0, c) for c in counts
+                )
+                counted.add(video_id)
         missing = [v for v in video_ids if v not in found]
         if missing:
             try:
@@ -66,21 +81,20 @@ class Hydrator:
             await self.counts.fill(uncounted)
         return [found[v] for v in video_ids if v in found]
 
-    async def _from_redis(
-        self, video_ids: Sequence[str], found: dict[str, common_pb2.Video], counted: set[str]
-    ) -> None:
+    async def _from_redis(self, video_ids: Sequence[str]) -> Hydration:
         pipe = self.redis.pipeline(transaction=False)
         for video_id in video_ids:
             pipe.get(keys.video_card(video_id))
             pipe.hmget(keys.video_counts(video_id), VIDEO_FIELDS)
         replies = await pipe.execute()
-        for video_id, card, counts in zip(video_ids, replies[0::2], replies[1::2], strict=True):
-            if card is None:
-                continue
-            video = common_pb2.Video.FromString(card)
-            if counts[0] is not None:
-                video.like_count, video.comment_count, video.favorite_count = (
-                    max(0, int(c or 0)) for c in counts
-                )
-                counted.add(video_id)
-            found[video_id] = video
+        return hydration(video_ids, replies[0::2], replies[1::2])
+
+
+def hydration(
+    video_ids: Sequence[str], cards: Sequence[bytes | None], counts: Sequence[list]
+) -> Hydration:
+    """Redis replies (GET of each card, HMGET of each counter mirror) as a Hydration."""
+    return {
+        video_id: (card, None if c[0] is None else tuple(int(x or 0) for x in c))
+        for video_id, card, c in zip(video_ids, cards, counts, strict=True)
+    }

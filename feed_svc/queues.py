@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from feed_svc.hydrate import Hydration, hydration
 from mesh import keys
 from tiktok.v1 import feed_pb2
 
@@ -22,6 +23,10 @@ BATCH_MARKER_SECONDS = 3600
 QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a queue nobody wrote to for a month expires
 SESSION_SECONDS = 3600  # a feed session's seen set and page memos
 MAX_PER_CREATOR = 2  # videos of one creator in one for-you page
+
+# a key of keys.py as (prefix, suffix) around an id, for scripts that build keys of ids they read
+_CARD_KEY = tuple(keys.video_card("\0").split("\0"))
+_COUNTS_KEY = tuple(keys.video_counts("\0").split("\0"))
 
 KIND_NAMES = {feed_pb2.FEED_KIND_FOLLOWING: "following", feed_pb2.FEED_KIND_FOR_YOU: "for_you"}
 
@@ -66,14 +71,27 @@ return applied
 """
 
 # KEYS: queue, creators, seen, page memo. ARGV: page size, session ttl, max per creator (0 = no
-# limit), scan limit. Returns {from_memo, ids joined by ',', unseen entries left, queue exists};
-# the memo keeps the ids and what was left, so a replay answers exactly as the first call did.
+# limit), scan limit, LEFT_ENOUGH, then the card and counter-mirror key of a video as prefix and
+# suffix around its id. Returns {from_memo, ids joined by ',', unseen entries left, queue
+# exists, then per id its card and its counts}: the page and what hydrates it in one round trip.
+# The memo keeps the ids and what was left, so a replay answers exactly as the first call did.
+# The cards and counts are keys the script is not given (it learns the ids as it goes): fine on
+# one Redis node, and the one thing a Redis Cluster would need split into a second call.
 _NEXT_PAGE = """
+local function answer(from_memo, joined, left, exists)
+  local reply = {from_memo, joined, left, exists}
+  for id in string.gmatch(joined, '[^,]+') do
+    reply[#reply + 1] = redis.call('GET', ARGV[6] .. id .. ARGV[7])
+    reply[#reply + 1] = redis.call('HMGET', ARGV[8] .. id .. ARGV[9],
+                                   'like_count', 'comment_count', 'favorite_count')
+  end
+  return reply
+end
 local memo = redis.call('GET', KEYS[4])
 if memo then
   local sep = string.find(memo, '|', 1, true)
-  if not sep then return {1, memo, 1, 1} end
-  return {1, string.sub(memo, 1, sep - 1), tonumber(string.sub(memo, sep + 1)), 1}
+  if not sep then return answer(1, memo, 1, 1) end
+  return answer(1, string.sub(memo, 1, sep - 1), tonumber(string.sub(memo, sep + 1)), 1)
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, '', 0, 0} end  -- cold: nothing recorded
 local size = tonumber(ARGV[1])
@@ -81,16 +99,20 @@ local per_creator = tonumber(ARGV[3])
 local picked, per = {}, {}
 -- unseen entries after the page, counted up to LEFT_ENOUGH (enough to decide on a refill)
 local left, enough = 0, tonumber(ARGV[5])
-local start, chunk = 0, 100
+local any_seen = redis.call('EXISTS', KEYS[3]) == 1  -- a session's first page has seen nothing
+local start, chunk = 0, size + enough  -- usually the first chunk is all it takes
 while (#picked < size or left < enough) and start < tonumber(ARGV[4]) do
   local ids = redis.call('ZREVRANGE', KEYS[1], start, start + chunk - 1)
   if #ids == 0 then break end
-  for _, id in ipairs(ids) do
-    if redis.call('SISMEMBER', KEYS[3], id) == 0 then
+  local seen = any_seen and redis.call('SMISMEMBER', KEYS[3], unpack(ids)) or {}
+  local creators = per_creator > 0 and redis.call('HMGET', KEYS[2], unpack(ids)) or {}
+  for i, id in ipairs(ids) do
+    if #picked >= size and left >= enough then break end
+    if seen[i] ~= 1 then
       if #picked < size then
         local ok = true
         if per_creator > 0 then
-          local creator = redis.call('HGET', KEYS[2], id) or id
+          local creator = creators[i] or id
           if (per[creator] or 0) >= per_creator then ok = false
           else per[creator] = (per[creator] or 0) + 1 end
         end
@@ -101,12 +123,13 @@ while (#picked < size or left < enough) and start < tonumber(ARGV[4]) do
     end
   end
   start = start + chunk
+  chunk = 100
 end
 local joined = table.concat(picked, ',')
 if #picked > 0 then redis.call('SADD', KEYS[3], unpack(picked)) end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[4], joined .. '|' .. left, 'EX', ARGV[2])
-return {0, joined, left, 1}
+return answer(0, joined, left, 1)
 """
 
 
@@ -139,6 +162,7 @@ class Page:
     replayed: bool  # the memo of an earlier identical call
     unseen_left: int  # about how many queued videos this session has not been served
     queue_exists: bool
+    hydration: Hydration  # the cards and counts the same script read, for Hydrator.videos
 
 
 class FeedQueues:
@@ -212,15 +236,19 @@ class FeedQueues:
                 MAX_PER_CREATOR if kind == "for_you" else 0,
                 2000,  # entries scanned at most
                 LEFT_ENOUGH,
+                *_CARD_KEY,
+                *_COUNTS_KEY,
             ],
         )
-        replayed, joined, left, exists = reply
+        replayed, joined, left, exists = reply[:4]
         raw = joined.decode() if isinstance(joined, bytes) else joined
+        video_ids = [v for v in raw.split(",") if v]
         return Page(
-            video_ids=[v for v in raw.split(",") if v],
+            video_ids=video_ids,
             replayed=bool(replayed),
             unseen_left=int(left),
             queue_exists=bool(exists),
+            hydration=hydration(video_ids, reply[4::2], reply[5::2]),
         )
 
     async def record_page(

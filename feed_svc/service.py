@@ -159,7 +159,9 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
             video_ids = await self.queues.record_page(reader, session, number, size, candidates)
             source = "cold"
         READS.labels(kind, source).inc()
-        videos = await self.hydrator.videos(video_ids)
+        # a queue's page comes with its cards and counts, read by the same script
+        read = page.hydration if source != "cold" else None
+        videos = await self.hydrator.videos(video_ids, read)
         # no cursor once the session has nothing more right now (a later session will)
         more = bool(video_ids) and (source == "cold" or page.unseen_left > 0)
         next_cursor = encode_token(cursor_kind, [session, number + 1]) if more else ""
