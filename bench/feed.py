@@ -6,8 +6,11 @@ quick run; the default is the full dataset (100k users, 1M videos, 200 follows e
 2. In rounds, interleaved, with the same load generator (processes × calls in flight):
    - GET /v1/feed?kind=following through the edge, REST;
    - FeedService/GetFeed through the edge, gRPC;
-   - the same page built on demand by the best SQL query (bench/queries.py), straight to
-     Postgres: the cold path, without even the service and Envoy in front;
+   - GetFeed straight to the feed_svc instance (no Envoy), against the same call to a second
+     feed_svc started with FEED_COLD_PATH_ONLY=1, which builds every page on demand from the
+     replica (the cold path forced: the same code, Redis still holding cards and sessions);
+   - the same page by the best SQL query alone (bench/queries.py), straight to Postgres:
+     the cost of the query without any service in front;
    - a no-op through the same Envoy path (GET /v1/feed?kind=unknown: feed_svc answers 400 before
      touching a store): the ceiling of the edge + transcoder + Python gRPC server.
 3. Fan-out of one post to a celebrity's followers (every user) through precache_svc → stream →
@@ -50,7 +53,7 @@ IN_FLIGHT = 32
 PAGE = 10
 # one instance each, as make run: on 2 cores a second feed_svc gained ~5%
 INSTANCES: dict[str, int] = {}
-TARGETS = ("rest", "grpc", "sql", "noop")
+TARGETS = ("rest", "grpc", "direct", "cold", "sql", "noop")
 
 
 def main() -> None:
@@ -77,14 +80,29 @@ def run(stack: Stack) -> dict:
     build_seconds = build_queues(stack, readers)
     print(f"{len(readers)} queues built in {build_seconds:.1f}s", flush=True)
 
+    # the cold path forced: a second feed_svc that builds every page from the replica
+    cold = stack.start_outside_envoy("feed", {"FEED_COLD_PATH_ONLY": "1"})
+    ports = {
+        "direct": stack.topo.instances_of("feed")[0].grpc_port,
+        "cold": cold.grpc_port,
+    }
     jobs = {
-        t: Job(t, stack.topo.edge_port, settings.database_url, tokens, readers, PAGE, IN_FLIGHT, 0)
+        t: Job(
+            t,
+            ports.get(t, stack.topo.edge_port),
+            settings.database_url,
+            tokens,
+            readers,
+            PAGE,
+            IN_FLIGHT,
+            0,
+        )
         for t in TARGETS
     }
     samples: dict[str, list[Result]] = {t: [] for t in TARGETS}
     rates: dict[str, list[float]] = {t: [] for t in TARGETS}
     with multiprocessing.get_context("spawn").Pool(WORKERS) as pool:
-        for target in ("rest", "grpc", "sql"):  # warm-up: cards, mirrors, plans, connections
+        for target in TARGETS:  # warm-up: cards, mirrors, plans, connections
             _measure(pool, jobs[target], 2.0)
         for _ in range(ROUNDS):
             for target in TARGETS:
@@ -96,6 +114,7 @@ def run(stack: Stack) -> dict:
     fanout = measure_fanout(stack, data.celebrities[0], issuer)
     visible = measure_publish_to_visible(stack)
     rest, sql, noop = summary["rest"], summary["sql"], summary["noop"]
+    direct, cold_path = summary["direct"], summary["cold"]
     return {
         "dataset": {
             "users": len(data.users),
@@ -109,6 +128,10 @@ def run(stack: Stack) -> dict:
         f"{ROUND_SECONDS:.0f}s per target, interleaved; page_size {PAGE}",
         "targets": summary,
         "ratios": {
+            "feed_over_cold_path_throughput": round(
+                direct["req_per_s"] / cold_path["req_per_s"], 2
+            ),
+            "feed_p99_over_cold_path_p99": round(direct["p99_ms"] / cold_path["p99_ms"], 2),
             "feed_rest_over_sql_throughput": round(rest["req_per_s"] / sql["req_per_s"], 2),
             "feed_rest_p99_over_sql_p99": round(rest["p99_ms"] / sql["p99_ms"], 2),
             "feed_grpc_over_sql_throughput": round(
@@ -260,9 +283,17 @@ def plot(results: dict) -> None:
     import matplotlib.pyplot as plt
 
     targets = results["targets"]
-    names = {"rest": "feed REST", "grpc": "feed gRPC", "sql": "SQL on demand", "noop": "no-op"}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    names = {
+        "rest": "feed REST",
+        "grpc": "feed gRPC",
+        "direct": "feed, no Envoy",
+        "cold": "cold path, no Envoy",
+        "sql": "SQL alone",
+        "noop": "no-op",
+    }
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.5))
     left.bar([names[t] for t in targets], [targets[t]["req_per_s"] for t in targets])
+    left.tick_params(axis="x", labelrotation=20)
     left.set_ylabel("requests / s (median of rounds)")
     left.set_title("Throughput, same load generator")
     width = 0.25
@@ -273,7 +304,9 @@ def plot(results: dict) -> None:
             width,
             label=p.replace("_ms", ""),
         )
-    right.set_xticks([k + width for k in range(len(targets))], [names[t] for t in targets])
+    right.set_xticks(
+        [k + width for k in range(len(targets))], [names[t] for t in targets], rotation=20
+    )
     right.set_ylabel("ms")
     right.set_title("Latency (HdrHistogram)")
     right.legend()

@@ -18,8 +18,8 @@ HIST_MAX_US = 60_000_000
 
 @dataclass(frozen=True)
 class Job:
-    target: str  # "rest", "grpc", "sql", "noop"
-    port: int  # edge port, or 0 for sql
+    target: str  # "rest", "grpc", "sql", "noop"; "direct", "cold": gRPC straight to a feed_svc
+    port: int  # edge port; for direct and cold the feed_svc's own port; 0 for sql
     dsn: str  # sql only
     tokens: list[str]  # rest/grpc/noop: bearer tokens to pick from
     users: list[str]  # sql: user ids to pick from
@@ -66,7 +66,7 @@ async def _run(job: Job) -> Result:
 
 
 async def _caller(job: Job) -> tuple[Callable[[random.Random], Awaitable[None]], Callable]:
-    if job.target == "grpc":
+    if job.target in ("grpc", "direct", "cold"):
         import grpc
 
         from tiktok.v1 import feed_pb2, feed_pb2_grpc
@@ -74,10 +74,17 @@ async def _caller(job: Job) -> tuple[Callable[[random.Random], Awaitable[None]],
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{job.port}")
         stub = feed_pb2_grpc.FeedServiceStub(channel)
         request = feed_pb2.GetFeedRequest(kind="following", page_size=job.page_size)
+        # through the edge a token; straight to the service the header Envoy derives from it
+        identities = (
+            [(("authorization", f"Bearer {t}"),) for t in job.tokens]
+            if job.target == "grpc"
+            else [(("x-user-id", u),) for u in job.users]
+        )
 
         async def grpc_call(rng: random.Random) -> None:
-            token = rng.choice(job.tokens)
-            await stub.GetFeed(request, metadata=(("authorization", f"Bearer {token}"),))
+            reply = await stub.GetFeed(request, metadata=rng.choice(identities))
+            if not reply.items:  # a page past its deadline comes back empty: not a page
+                raise RuntimeError("empty page")
 
         return grpc_call, channel.close
     if job.target == "sql":
@@ -128,9 +135,11 @@ async def _rest_caller(job: Job) -> tuple[Callable[[random.Random], Awaitable[No
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":")[1])
-            await reader.readexactly(length)
+            body = await reader.readexactly(length)
             if status != expected:
                 raise RuntimeError(f"HTTP {status}")
+            if job.target == "rest" and b'"video_id"' not in body:
+                raise RuntimeError("empty page")
         finally:
             pool.put_nowait((reader, writer))
 

@@ -26,9 +26,17 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel), breaker=breaker
     )
     hydrator = Hydrator(redis, upload_pb2_grpc.UploadServiceStub(channel), counts, breaker)
-    replica = await open_pool(settings.database_replica_url, "public", max_size=5)
+    # cold pages come from here; with Redis down (or FEED_COLD_PATH_ONLY) every page does
+    replica = await open_pool(settings.database_replica_url, "public", max_size=16)
     refills = RefillRequests(precache_pb2_grpc.PrecacheServiceStub(channel))
-    service = FeedService(FeedQueues(redis), hydrator, refills, replica, breaker)
+    service = FeedService(
+        FeedQueues(redis),
+        hydrator,
+        refills,
+        replica,
+        breaker,
+        cold_path_only=settings.feed_cold_path_only,
+    )
     try:
         yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(service, server)
     finally:

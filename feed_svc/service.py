@@ -19,7 +19,7 @@ from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from feed_svc.hydrate import Hydrator
-from feed_svc.queues import MAX_PER_CREATOR, FeedQueues
+from feed_svc.queues import MAX_PER_CREATOR, FeedQueues, Page
 from mesh import keys
 from mesh.auth import caller_id
 from mesh.breaker import FAST_READ_SECONDS, Breaker
@@ -46,6 +46,9 @@ UNAVAILABLE_REPLIES = (
 )  # batches applied per Redis pipeline
 INBOX = 2000  # batches read ahead of the applier: bounds memory, pushes back on the sender
 
+
+# what a missing queue reads as (FEED_COLD_PATH_ONLY reads every queue as missing)
+NO_QUEUE = Page(video_ids=[], replayed=False, unseen_left=0, queue_exists=False, hydration={})
 
 READS = Counter(
     "feed_reads_total",
@@ -102,12 +105,15 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         refills: RefillRequests,
         replica: AsyncConnectionPool,
         breaker: Breaker,
+        *,
+        cold_path_only: bool = False,
     ) -> None:
         self.queues = queues
         self.hydrator = hydrator
         self.refills = refills
         self.replica = replica
         self.breaker = breaker
+        self.cold_path_only = cold_path_only  # FEED_COLD_PATH_ONLY
 
     async def GetFeed(self, request, context):
         caller = caller_id(context)
@@ -132,29 +138,36 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
             return await self._degraded_page(kind, caller, cursor_kind, session, number, size)
         try:
             async with asyncio.timeout(FAST_READ_SECONDS):
-                page = await self.queues.next_page(
-                    owner, kind, reader, session, number, size, seen_scope
+                page = (
+                    NO_QUEUE
+                    if self.cold_path_only
+                    else await self.queues.next_page(
+                        owner, kind, reader, session, number, size, seen_scope
+                    )
                 )
         except DEPENDENCY_ERRORS as e:
             self.breaker.failed(e)  # then the replica, for this and the next few seconds
             return await self._degraded_page(kind, caller, cursor_kind, session, number, size)
         video_ids = page.video_ids
         source = "replay" if page.replayed else "queue"
+        refill = not self.cold_path_only
         if kind == "following" and not page.replayed:
             assert caller is not None
             if not page.queue_exists:
                 # cold: a first page from the replica now, the whole queue from the builder
-                self.refills.request(caller, feed_pb2.FEED_KIND_FOLLOWING, urgent=True)
+                if refill:
+                    self.refills.request(caller, feed_pb2.FEED_KIND_FOLLOWING, urgent=True)
                 candidates = await self._cold_candidates(caller, size, number)
                 video_ids = await self.queues.record_page(reader, session, number, size, candidates)
                 source = "cold"
-            elif page.unseen_left < LOW_WATER:
+            elif page.unseen_left < LOW_WATER and refill:
                 self.refills.request(caller, feed_pb2.FEED_KIND_FOLLOWING)
             UNSEEN_LEFT.labels(kind).observe(max(page.unseen_left, 0))
         elif kind == "for_you" and not page.queue_exists and not page.replayed:
             # no ranking in Redis (a fresh or flushed one): the builder computes one now, and
             # this page comes from the replica's ranking
-            self.refills.request(keys.GLOBAL_FEED_USER, feed_pb2.FEED_KIND_FOR_YOU, urgent=True)
+            if refill:
+                self.refills.request(keys.GLOBAL_FEED_USER, feed_pb2.FEED_KIND_FOR_YOU, urgent=True)
             candidates = await self._cold_ranking(size, number)
             video_ids = await self.queues.record_page(reader, session, number, size, candidates)
             source = "cold"
@@ -208,7 +221,8 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
     async def _cold_candidates(self, user_id: str, size: int, number: int) -> list[str]:
         """The newest videos of the user's followees, straight from the replica, within a tight
         deadline (a slow replica gives an empty page, not a slow one)."""
-        limit = size * (number + 1) + size  # enough to skip what earlier pages served
+        # enough to skip what earlier pages of the session served (a first page has none)
+        limit = size * (number + 1) + (size if number else 0)
         try:
             async with asyncio.timeout(COLD_DEADLINE_SECONDS):
                 async with self.replica.connection() as conn:

@@ -11,6 +11,8 @@ from datetime import datetime
 
 from psycopg import AsyncConnection
 
+PER_FOLLOWEE = 20  # the newest videos of one followee a following queue takes at most
+
 
 @dataclass(frozen=True)
 class QueuedVideo:
@@ -31,14 +33,15 @@ async def following_videos(
     (an index scan of videos_by_creator per followee), merged newest first. This is the pull
     side of hybrid fan-out: hot creators, never pushed, are in here like everyone else.
 
-    video_id is a UUIDv7, so ordering by it is ordering by publish time."""
+    video_id is a UUIDv7, so ordering by it is ordering by publish time. No followee can
+    bring more than ``limit`` rows, nor more than PER_FOLLOWEE (a queue is a mix)."""
     cur = await conn.execute(
         "SELECT v.video_id, v.creator_id, v.created_at FROM activity.follows f"
         " CROSS JOIN LATERAL (SELECT video_id, creator_id, created_at FROM upload.videos"
         "  WHERE creator_id = f.followee_id AND deleted_at IS NULL"
-        "  ORDER BY video_id DESC LIMIT 20) v"
+        "  ORDER BY video_id DESC LIMIT %s) v"
         " WHERE f.follower_id = %s ORDER BY v.video_id DESC LIMIT %s",
-        [user_id, limit],
+        [min(limit, PER_FOLLOWEE), user_id, limit],
     )
     return [QueuedVideo(*r) for r in await cur.fetchall()]
 

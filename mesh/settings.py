@@ -59,6 +59,10 @@ class Settings:
     internal_host: str
     internal_port: int
     hot_creator_followers: int
+    # feed_svc builds every page on demand from the replica, as for a missing queue, and asks
+    # for no refills: the benchmark's "cold path forced", and a way to take the queues out of
+    # the read path while investigating them
+    feed_cold_path_only: bool
     log_level: str
     # per signed-in user at the edge: sustained requests per second, and the burst allowed
     rate_limit_per_second: int
@@ -98,6 +102,7 @@ class Settings:
             internal_host=env.get("INTERNAL_HOST", "127.0.0.1"),
             internal_port=int(env.get("INTERNAL_PORT", "8081")),
             hot_creator_followers=int(env.get("HOT_CREATOR_FOLLOWERS", "10000")),
+            feed_cold_path_only=env.get("FEED_COLD_PATH_ONLY", "0") == "1",
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             rate_limit_per_second=int(env.get("RATE_LIMIT_PER_SECOND", "50")),
             rate_limit_burst=int(env.get("RATE_LIMIT_BURST", "100")),

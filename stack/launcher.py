@@ -21,11 +21,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.clients import s3_client
 from mesh.jwtkeys import ensure_signing_key, write_jwks
-from mesh.settings import Settings
+from mesh.settings import SERVICES_BY_NAME, Settings
 from stack import servers
 from stack.envoy_config import render_envoy_configs
 from stack.procs import Proc, stop_all
-from stack.topology import HOST, Instance, Topology
+from stack.topology import HOST, Instance, Topology, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTERNAL_URLS = ("DATABASE_URL", "DATABASE_REPLICA_URL", "REDIS_URL", "S3_ENDPOINT")
@@ -135,9 +135,21 @@ class Stack:
             wanted.append((proc, lambda i=inst: service_ready(i.grpc_port, i.spec.grpc_service)))
         self._start_layer(wanted, timeout=60)
 
-    def _service_proc(self, inst: Instance) -> Proc:
+    def start_outside_envoy(self, service: str, env: Mapping[str, str]) -> Instance:
+        """One more process of ``service`` on free ports, with ``env`` on top of the stack's
+        and no Envoy in front of it (a benchmark's differently configured instance). It is
+        stopped with the stack."""
+        spec = SERVICES_BY_NAME[service]
+        grpc_port, metrics_port = free_ports(2)
+        inst = Instance(spec, 100 + len(self.services), grpc_port, metrics_port)  # a new name
+        proc = self._service_proc(inst, env)
+        self.services[inst.name] = proc
+        self._start_layer([(proc, lambda: service_ready(grpc_port, spec.grpc_service))], 60)
+        return inst
+
+    def _service_proc(self, inst: Instance, extra_env: Mapping[str, str] | None = None) -> Proc:
         prefix = inst.spec.env_prefix
-        env = dict(self.env)
+        env = dict(self.env) | dict(extra_env or {})
         env[f"{prefix}_GRPC_PORT"] = str(inst.grpc_port)
         env[f"{prefix}_METRICS_PORT"] = str(inst.metrics_port)
         grace = self.settings.shutdown_drain_seconds + self.settings.shutdown_grace_seconds

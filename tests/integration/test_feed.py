@@ -185,3 +185,32 @@ def test_the_feed_over_grpc_through_the_edge(edge: Http, edge_channel: grpc.Chan
     with pytest.raises(grpc.RpcError) as e:
         stub.GetFeed(feed_pb2.GetFeedRequest(kind="following"))
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_feed_cold_path_only_builds_every_page_from_the_replica(edge: Http, stack: Stack) -> None:
+    """FEED_COLD_PATH_ONLY (the benchmark's "cold path forced"): the queue is there, but the
+    pages still come from the replica, with the same session rules."""
+    creator, fan = sign_up(edge, "creator"), sign_up(edge, "fan")
+    follow(edge, fan, creator)
+    videos = [publish(edge, creator) for _ in range(3)]
+    eventually(lambda: len(ids(feed(edge, fan))) == 3)  # the queue is built
+    cold = stack.start_outside_envoy("feed", {"FEED_COLD_PATH_ONLY": "1"})
+    as_fan = (("x-user-id", fan.user_id),)  # what the edge derives from the token
+    with grpc.insecure_channel(f"127.0.0.1:{cold.grpc_port}") as channel:
+        stub = feed_pb2_grpc.FeedServiceStub(channel)
+        first = stub.GetFeed(
+            feed_pb2.GetFeedRequest(kind="following", page_size=2), metadata=as_fan
+        )
+        second = stub.GetFeed(
+            feed_pb2.GetFeedRequest(kind="following", page_size=2, cursor=first.next_cursor),
+            metadata=as_fan,
+        )
+    assert [v.video_id for v in first.items] == [videos[2]["video_id"], videos[1]["video_id"]]
+    assert [v.video_id for v in second.items] == [videos[0]["video_id"]]
+    metrics = Http(cold.metrics_port)
+    try:
+        text = metrics.get("/metrics").body.decode()
+    finally:
+        metrics.close()
+    assert 'feed_reads_total{kind="following",source="cold"} 2.0' in text
+    assert 'source="queue"' not in text
