@@ -20,7 +20,7 @@ QUEUE_CAP = 500
 LEFT_ENOUGH = 21  # unseen entries counted past a page: enough to compare with LOW_WATER
 MAX_MORE_USERS = 1000  # FeedBatch.more_user_ids
 BATCH_MARKER_SECONDS = 3600
-QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a queue nobody wrote to for a month expires
+QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a queue lives a month from its last build
 SESSION_SECONDS = 3600  # a feed session's seen set and page memos
 MAX_PER_CREATOR = 2  # videos of one creator in one for-you page
 
@@ -30,43 +30,65 @@ _COUNTS_KEY = tuple(keys.video_counts("\0").split("\0"))
 
 KIND_NAMES = {feed_pb2.FEED_KIND_FOLLOWING: "following", feed_pb2.FEED_KIND_FOR_YOU: "for_you"}
 
-# KEYS: (queue, creators, marker) for each user the batch applies to. ARGV: replace, cap,
-# marker ttl, idle ttl, n_add, then n_add (video_id, creator_id, score) triples, then the ids to
-# remove. One call applies a fan-out batch to up to 1,000 users: a single-node Redis runs it as
-# is; a Redis Cluster would need the users grouped by hash slot first (the keys of one user share
-# a slot, different users do not).
+# KEYS: the batch's marker, then each user's queue, followed by its creators hash when ARGV[5]
+# is '1' (for_you: the read's creator diversity needs it; following does not). ARGV: replace,
+# cap, marker ttl, idle ttl, creators, n_add, then n_add (video_id, creator_id, score) triples,
+# then the ids to remove.
+# One call applies a fan-out batch to up to 1,000 users, all or nothing, so one marker covers
+# them. Adds go only to queues that exist: a user without one (never read, or expired) gets the
+# video when the queue is built (the cold path asks for that), so pushes cost nothing for the
+# inactive. A replace (a build) creates the queue and starts its lifetime.
+# A single-node Redis runs this as is; a Redis Cluster would need the users grouped by hash
+# slot first (the keys of one user share a slot, different users do not).
 _APPLY = """
-local n_add = tonumber(ARGV[5])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local replace, cap, with_creators = ARGV[1] == '1', tonumber(ARGV[2]), ARGV[5] == '1'
+local scored, owners, removed = {}, {}, {}
+local i = 7
+for _ = 1, tonumber(ARGV[6]) do
+  scored[#scored + 1] = ARGV[i + 2]
+  scored[#scored + 1] = ARGV[i]
+  owners[#owners + 1] = ARGV[i]
+  owners[#owners + 1] = ARGV[i + 1]
+  i = i + 3
+end
+for j = i, #ARGV do removed[#removed + 1] = ARGV[j] end
+local function in_chunks(command, key, list)  -- unpack() has a limit of a few thousand
+  for s = 1, #list, 1000 do
+    redis.call(command, key, unpack(list, s, math.min(s + 999, #list)))
+  end
+end
+local stride = with_creators and 2 or 1
 local applied = 0
-for u = 1, #KEYS, 3 do
-  local queue, creators, marker = KEYS[u], KEYS[u + 1], KEYS[u + 2]
-  if redis.call('EXISTS', marker) == 0 then
-    if ARGV[1] == '1' then redis.call('DEL', queue, creators) end
-    local i = 6
-    for _ = 1, n_add do
-      redis.call('ZADD', queue, ARGV[i + 2], ARGV[i])
-      redis.call('HSET', creators, ARGV[i], ARGV[i + 1])
-      i = i + 3
+for u = 2, #KEYS, stride do
+  local queue, creators = KEYS[u], with_creators and KEYS[u + 1]
+  if replace or redis.call('EXISTS', queue) == 1 then
+    if replace then redis.call('DEL', queue, creators or queue) end
+    if #scored > 0 then
+      redis.call('ZADD', queue, unpack(scored))
+      if creators then redis.call('HSET', creators, unpack(owners)) end
     end
-    while i <= #ARGV do
-      redis.call('ZREM', queue, ARGV[i])
-      redis.call('HDEL', creators, ARGV[i])
-      i = i + 1
+    if #removed > 0 then
+      in_chunks('ZREM', queue, removed)
+      if creators then in_chunks('HDEL', creators, removed) end
     end
-    local excess = redis.call('ZCARD', queue) - tonumber(ARGV[2])
-    if excess > 0 then
-      local dropped = redis.call('ZRANGE', queue, 0, excess - 1)
-      redis.call('ZREMRANGEBYRANK', queue, 0, excess - 1)
-      redis.call('HDEL', creators, unpack(dropped))
+    if creators then
+      local excess = redis.call('ZCARD', queue) - cap
+      if excess > 0 then
+        in_chunks('HDEL', creators, redis.call('ZRANGE', queue, 0, excess - 1))
+        redis.call('ZREMRANGEBYRANK', queue, 0, excess - 1)
+      end
+    else
+      redis.call('ZREMRANGEBYRANK', queue, 0, -(cap + 1))  -- keeps the best cap entries
     end
-    if redis.call('EXISTS', queue) == 1 then
+    if replace then
       redis.call('EXPIRE', queue, ARGV[4])
-      redis.call('EXPIRE', creators, ARGV[4])
+      if creators then redis.call('EXPIRE', creators, ARGV[4]) end
     end
-    redis.call('SET', marker, '1', 'EX', ARGV[3])
     applied = applied + 1
   end
 end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[3])
 return applied
 """
 
@@ -185,11 +207,13 @@ class FeedQueues:
                 or len(batch.more_user_ids) > MAX_MORE_USERS
             ):
                 continue  # malformed: acknowledged and dropped (FeedService contract)
+            with_creators = kind == "for_you"
             args: list[object] = [
                 "1" if batch.replace else "0",
                 QUEUE_CAP,
                 BATCH_MARKER_SECONDS,
                 QUEUE_IDLE_SECONDS,
+                "1" if with_creators else "0",
             ]
             # only the best QUEUE_CAP adds can survive the cap, whatever the queue holds; this
             # also keeps the script's trim within Lua's unpack limit
@@ -198,13 +222,11 @@ class FeedQueues:
             for entry in adds:
                 args += [entry.video_id, entry.creator_id, entry.score]
             args += list(batch.remove_video_ids)
-            batch_keys = []
+            batch_keys = [keys.feed_batch_applied(batch.user_id, batch.batch_id)]
             for user_id in (batch.user_id, *batch.more_user_ids):
-                batch_keys += [
-                    keys.feed_queue(user_id, kind),
-                    keys.feed_creators(user_id, kind),
-                    keys.feed_batch_applied(user_id, batch.batch_id),
-                ]
+                batch_keys.append(keys.feed_queue(user_id, kind))
+                if with_creators:
+                    batch_keys.append(keys.feed_creators(user_id, kind))
             await self._apply(keys=batch_keys, args=args, client=pipe)
         if not len(pipe):
             return 0

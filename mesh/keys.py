@@ -42,7 +42,8 @@ def feed_creators(user_id: str, kind: str) -> str:
 
 
 def feed_batch_applied(user_id: str, batch_id: str) -> str:
-    """Marks a FeedBatch as applied for an hour (at most once in effect)."""
+    """Marks a FeedBatch as applied, for all its users (one script applies them together),
+    for an hour: at most once in effect. ``user_id``: the batch's first user."""
     return f"fbatch:{{{user_id}}}:{batch_id}"
 
 

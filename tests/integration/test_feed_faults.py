@@ -21,16 +21,27 @@ from tests.helpers import Http, eventually, sign_up
 from tests.videos import publish
 
 FANOUT_FOLLOWERS = 5000
+OLD_VIDEO = str(uuid.UUID(int=1))  # what the readers' queues held before
 
 
-def add_followers(stack: Stack, creator_id: str, n: int) -> list[str]:
+def add_followers(stack: Stack, creator_id: str, n: int, *, reading: bool = True) -> list[str]:
     """``n`` followers for ``creator_id``, written straight into the table (a large audience
-    without signing up thousands of users; fan-out only needs the follows)."""
+    without signing up thousands of users; fan-out only needs the follows). ``reading``: each
+    has a following queue already, as an active reader does (fan-out skips users without)."""
     followers = [str(uuid.uuid4()) for _ in range(n)]
     with psycopg.connect(stack.settings.database_url, autocommit=True) as conn:
         with conn.cursor().copy("COPY activity.follows (follower_id, followee_id) FROM STDIN") as c:
             for f in followers:
                 c.write_row((f, creator_id))
+    if reading:
+        r = redis.Redis.from_url(stack.settings.redis_url)
+        try:
+            pipe = r.pipeline(transaction=False)
+            for f in followers:
+                pipe.zadd(keys.feed_queue(f, "following"), {OLD_VIDEO: 1})
+            pipe.execute()
+        finally:
+            r.close()
     return followers
 
 
@@ -52,6 +63,23 @@ def test_feed_svc_restarted_mid_fan_out_loses_nothing(edge: Http, stack: Stack) 
     stack.services["feed_svc-0"].kill()  # SIGKILL: batches in flight are never acknowledged
     stack.restart_service("feed_svc-0")
     eventually(lambda: queues_holding(stack, followers, video["video_id"]) == len(followers), 30)
+
+
+def test_fan_out_writes_only_the_queues_of_readers_and_the_rest_read_it_from_the_replica(
+    edge: Http, stack: Stack
+) -> None:
+    creator = sign_up(edge, "creator")
+    readers = add_followers(stack, creator.user_id, 1500)
+    idle = add_followers(stack, creator.user_id, 1500, reading=False)
+    video = publish(edge, creator)
+    eventually(lambda: queues_holding(stack, readers, video["video_id"]) == len(readers), 30)
+    # the idle followers were in the same batches (one script each): none got a queue
+    r = redis.Redis.from_url(stack.settings.redis_url)
+    try:
+        assert not any(r.exists(keys.feed_queue(f, "following")) for f in idle[:100])
+        assert r.zscore(keys.feed_queue(readers[0], "following"), OLD_VIDEO) == 1  # kept
+    finally:
+        r.close()
 
 
 def test_precache_svc_restarted_mid_fan_out_loses_nothing(edge: Http, stack: Stack) -> None:

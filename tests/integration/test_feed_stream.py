@@ -1,6 +1,6 @@
 """FeedService/StreamFeedBatches as the builder drives it, on the internal listener: acks in
-order, at most once per batch id and user, malformed batches acknowledged and dropped, replace,
-remove, the queue cap, and one batch for many users."""
+order, at most once per batch id, malformed batches acknowledged and dropped, replace, remove,
+the queue cap, one batch for many users, and adds only to queues that exist."""
 
 from __future__ import annotations
 
@@ -42,14 +42,15 @@ def test_batches_are_applied_in_order_at_most_once_and_acknowledged_in_order(
     internal_channel: grpc.Channel, queues: redis.Redis
 ) -> None:
     user = str(uuid.uuid4())
-    add = feed_pb2.FeedBatch(
-        batch_id="b1", user_id=user, kind=FOLLOWING, add=[entry("v1", 1), entry("v2", 2)]
-    )
+    build = feed_pb2.FeedBatch(
+        batch_id="b1", user_id=user, kind=FOLLOWING, replace=True,
+        add=[entry("v1", 1), entry("v2", 2)],
+    )  # fmt: skip
     remove = feed_pb2.FeedBatch(
         batch_id="b2", user_id=user, kind=FOLLOWING, remove_video_ids=["v1"]
     )
     malformed = feed_pb2.FeedBatch(batch_id="b3", user_id=user)  # FEED_KIND_UNSPECIFIED
-    acks = send(internal_channel, [add, remove, malformed, add])  # add again: already applied
+    acks = send(internal_channel, [build, remove, malformed, build])  # b1 again: applied already
     assert acks == ["b1", "b2", "b3", "b1"]
     assert queue(queues, user) == ["v2"]  # the repeated b1 did not bring v1 back
     rebuild = feed_pb2.FeedBatch(
@@ -59,10 +60,27 @@ def test_batches_are_applied_in_order_at_most_once_and_acknowledged_in_order(
     assert queue(queues, user) == ["v9"]
 
 
+def test_adds_go_only_to_queues_that_exist(
+    internal_channel: grpc.Channel, queues: redis.Redis
+) -> None:
+    """A user without a queue (never read, or expired) is not pushed to: their queue is built
+    when they read, from the replica, and holds the video then."""
+    reader, idle = str(uuid.uuid4()), str(uuid.uuid4())
+    queues.zadd(keys.feed_queue(reader, "following"), {"old": 1})
+    batch = feed_pb2.FeedBatch(
+        batch_id="push", user_id=idle, more_user_ids=[reader], kind=FOLLOWING,
+        add=[entry("new", 5)],
+    )  # fmt: skip
+    assert send(internal_channel, [batch]) == ["push"]
+    assert queue(queues, reader) == ["new", "old"]
+    assert not queues.exists(keys.feed_queue(idle, "following"))
+
+
 def test_a_queue_keeps_its_500_best_entries(
     internal_channel: grpc.Channel, queues: redis.Redis
 ) -> None:
     user = str(uuid.uuid4())
+    queues.zadd(keys.feed_queue(user, "following"), {"v0": 0})
     batch = feed_pb2.FeedBatch(
         batch_id="big", user_id=user, kind=FOLLOWING, add=[entry(f"v{i}", i) for i in range(600)]
     )
@@ -76,18 +94,20 @@ def test_one_batch_changes_many_users_queues_once_each(
     internal_channel: grpc.Channel, queues: redis.Redis
 ) -> None:
     users = [str(uuid.uuid4()) for _ in range(50)]
+    for u in users:
+        queues.zadd(keys.feed_queue(u, "following"), {"old": 1})
     batch = feed_pb2.FeedBatch(
         batch_id="fan", user_id=users[0], more_user_ids=users[1:], kind=FOLLOWING,
         add=[entry("new", 5)],
     )  # fmt: skip
     assert send(internal_channel, [batch]) == ["fan"]
-    assert all(queue(queues, u) == ["new"] for u in users)
+    assert all(queue(queues, u) == ["new", "old"] for u in users)
     too_many = feed_pb2.FeedBatch(
         batch_id="huge", user_id=users[0], more_user_ids=[str(uuid.uuid4())] * 1001,
         kind=FOLLOWING, add=[entry("dropped", 6)],
     )  # fmt: skip
     assert send(internal_channel, [too_many]) == ["huge"]  # acknowledged, dropped
-    assert queue(queues, users[0]) == ["new"]
+    assert queue(queues, users[0]) == ["new", "old"]
 
 
 def test_a_batch_larger_than_a_queue_keeps_its_best_entries(
@@ -95,7 +115,7 @@ def test_a_batch_larger_than_a_queue_keeps_its_best_entries(
 ) -> None:
     user = str(uuid.uuid4())
     batch = feed_pb2.FeedBatch(
-        batch_id="huge-add", user_id=user, kind=FOLLOWING,
+        batch_id="huge-add", user_id=user, kind=FOLLOWING, replace=True,
         add=[entry(f"v{i}", i) for i in range(10_000)],
     )  # fmt: skip
     assert send(internal_channel, [batch]) == ["huge-add"]
