@@ -12,6 +12,7 @@ from mesh.breaker import Breaker
 from mesh.clients import internal_channel, redis_client
 from mesh.counters import CounterMirror, VideoCountsSource
 from mesh.db import open_pool
+from mesh.redismux import SharedConnection
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
 from tiktok.v1 import activity_pb2_grpc, feed_pb2_grpc, precache_pb2_grpc, upload_pb2_grpc
@@ -20,6 +21,7 @@ from tiktok.v1 import activity_pb2_grpc, feed_pb2_grpc, precache_pb2_grpc, uploa
 @asynccontextmanager
 async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     redis = redis_client(settings.redis_url)
+    shared = SharedConnection(settings.redis_url, redis)
     channel = internal_channel(settings)
     breaker = Breaker("redis")  # one per process: a hung Redis is skipped by every path
     counts = VideoCountsSource(
@@ -30,7 +32,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     replica = await open_pool(settings.database_replica_url, "public", max_size=16)
     refills = RefillRequests(precache_pb2_grpc.PrecacheServiceStub(channel))
     service = FeedService(
-        FeedQueues(redis),
+        FeedQueues(redis, shared),
         hydrator,
         refills,
         replica,
@@ -41,6 +43,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(service, server)
     finally:
         await channel.close()
+        shared.close()
         await redis.aclose()
         await replica.close()
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
+from redis.commands.core import AsyncScript
 
 from feed_svc.hydrate import Hydration, hydration
 from mesh import keys
+from mesh.redismux import SharedConnection
 from tiktok.v1 import feed_pb2
 
 QUEUE_CAP = 500
@@ -94,16 +98,22 @@ return applied
 
 # KEYS: queue, creators, seen, page memo. ARGV: page size, session ttl, max per creator (0 = no
 # limit), scan limit, LEFT_ENOUGH, then the card and counter-mirror key of a video as prefix and
-# suffix around its id. Returns {from_memo, ids joined by ',', unseen entries left, queue
-# exists, then per id its card and its counts}: the page and what hydrates it in one round trip.
-# The memo keeps the ids and what was left, so a replay answers exactly as the first call did.
+# suffix around its id, then the page number. Returns {from_memo, ids joined by ',', unseen
+# entries left, queue exists, then per id its card and its counts}: the page and what hydrates
+# it in one round trip. The memo keeps the ids and what was left, so a replay answers exactly as
+# the first call did.
 # The cards and counts are keys the script is not given (it learns the ids as it goes): fine on
 # one Redis node, and the one thing a Redis Cluster would need split into a second call.
 _NEXT_PAGE = """
 local function answer(from_memo, joined, left, exists)
-  local reply = {from_memo, joined, left, exists}
+  local reply, cards = {from_memo, joined, left, exists}, {}
+  for id in string.gmatch(joined, '[^,]+') do cards[#cards + 1] = ARGV[6] .. id .. ARGV[7] end
+  if #cards == 0 then return reply end
+  cards = redis.call('MGET', unpack(cards))
+  local n = 0
   for id in string.gmatch(joined, '[^,]+') do
-    reply[#reply + 1] = redis.call('GET', ARGV[6] .. id .. ARGV[7])
+    n = n + 1
+    reply[#reply + 1] = cards[n]
     reply[#reply + 1] = redis.call('HMGET', ARGV[8] .. id .. ARGV[9],
                                    'like_count', 'comment_count', 'favorite_count')
   end
@@ -150,7 +160,8 @@ end
 local joined = table.concat(picked, ',')
 if #picked > 0 then redis.call('SADD', KEYS[3], unpack(picked)) end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
-redis.call('SET', KEYS[4], joined .. '|' .. left, 'EX', ARGV[2])
+-- a first page is never asked for again (no cursor points at it): no memo
+if ARGV[10] ~= '0' then redis.call('SET', KEYS[4], joined .. '|' .. left, 'EX', ARGV[2]) end
 return answer(0, joined, left, 1)
 """
 
@@ -188,8 +199,10 @@ class Page:
 
 
 class FeedQueues:
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, shared: SharedConnection | None = None) -> None:
         self.redis = redis
+        # page reads, the hot path, share one connection (mesh/redismux.py)
+        self.shared = shared or SharedConnection("", redis)
         self._apply = redis.register_script(_APPLY)
         self._next_page = redis.register_script(_NEXT_PAGE)
         self._record_page = redis.register_script(_RECORD_PAGE)
@@ -245,13 +258,12 @@ class FeedQueues:
         """The ``page``-th page of a session over ``queue_owner``'s queue, as read by ``reader``
         (the session's owner: the user, or the session itself when anonymous). What was served
         is remembered per session, or per ``seen_scope`` when given (across sessions)."""
-        reply = await self._next_page(
-            keys=[
-                keys.feed_queue(queue_owner, kind),
-                keys.feed_creators(queue_owner, kind),
-                keys.feed_seen(reader, seen_scope or session),
-                keys.feed_page(reader, session, page),
-            ],
+        reply = await self._run(
+            self._next_page,
+            keys.feed_queue(queue_owner, kind),
+            keys.feed_creators(queue_owner, kind),
+            keys.feed_seen(reader, seen_scope or session),
+            keys.feed_page(reader, session, page),
             args=[
                 size,
                 SESSION_SECONDS,
@@ -260,6 +272,7 @@ class FeedQueues:
                 LEFT_ENOUGH,
                 *_CARD_KEY,
                 *_COUNTS_KEY,
+                page,
             ],
         )
         replayed, joined, left, exists = reply[:4]
@@ -272,6 +285,17 @@ class FeedQueues:
             queue_exists=bool(exists),
             hydration=hydration(video_ids, reply[4::2], reply[5::2]),
         )
+
+    async def _run(self, script: AsyncScript, *script_keys: str, args: list) -> Any:
+        """``script`` on the shared connection; loaded first if Redis does not have it (a
+        restarted or flushed Redis)."""
+        n = len(script_keys)
+        try:
+            return await self.shared.execute("EVALSHA", script.sha, n, *script_keys, *args)
+        except redis.exceptions.ResponseError as e:
+            if not str(e).startswith(("NOSCRIPT", "No matching script")):
+                raise
+            return await self.shared.execute("EVAL", script.script, n, *script_keys, *args)
 
     async def record_page(
         self, reader: str, session: str, page: int, size: int, candidates: Sequence[str]

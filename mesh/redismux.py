@@ -1,0 +1,118 @@
+"""One Redis connection shared by every concurrent caller, for the hottest call of the mesh
+(feed_svc's page script).
+
+redis-py gives each in-flight command a pooled connection of its own: a packed command, a
+write and a read per call, and in Valkey one read and one write per connection. Here the
+callers of one event-loop tick are written together in one ``write`` and Redis answers in
+order, so each reply goes to the oldest caller still waiting. Under load Valkey reads dozens
+of commands per syscall. Anything but ``redis://`` (TLS, a socket path) keeps redis-py.
+
+Failure is a redis-py ``ConnectionError`` for every caller waiting on the broken connection;
+the next call reconnects. A caller that gives up (its own timeout) leaves its slot in the
+queue, so the replies after it still find their callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.connection import parse_url
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader(replyError=redis.exceptions.ResponseError)
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.pending: list[bytes] = []  # commands of this tick, written together
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            future = self.waiting.popleft()
+            if future.done():  # its caller gave up
+                continue
+            if isinstance(reply, redis.exceptions.ResponseError):
+                future.set_exception(reply)
+            else:
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = redis.exceptions.ConnectionError(f"Redis connection lost: {exc!r}")
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(self.lost)
+
+    def send(self, command: bytes, future: asyncio.Future[Any]) -> None:
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self.pending.append(command)
+        self.waiting.append(future)
+
+    def _flush(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self.pending))
+        self.pending.clear()
+
+
+class SharedConnection:
+    """``execute(*args)``: a Redis command on the shared connection (``redis://`` URLs), or on
+    redis-py's pool otherwise. Replies are raw (bytes), as redis-py's with decode off."""
+
+    def __init__(self, url: str, fallback: aioredis.Redis, *, connect_timeout: float = 2.0):
+        self.fallback = fallback
+        self.options = parse_url(url) if url.startswith("redis://") else None
+        self.connect_timeout = connect_timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock = asyncio.Lock()
+
+    async def execute(self, *args: str | bytes | int | float) -> Any:
+        if self.options is None:
+            return await self.fallback.execute_command(*args)
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connect()
+        future = asyncio.get_running_loop().create_future()
+        protocol.send(hiredis.pack_command(args), future)
+        return await future
+
+    async def _connect(self) -> _Protocol:
+        async with self._connecting:
+            if self._protocol is not None and self._protocol.lost is None:
+                return self._protocol
+            options = self.options or {}
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    _, protocol = await loop.create_connection(
+                        _Protocol, options.get("host", "127.0.0.1"), options.get("port", 6379)
+                    )
+                    setup = []
+                    if options.get("password"):
+                        user = [options["username"]] if options.get("username") else []
+                        setup.append(("AUTH", *user, options["password"]))
+                    if options.get("db"):
+                        setup.append(("SELECT", options["db"]))
+                    for command in setup:
+                        future = loop.create_future()
+                        protocol.send(hiredis.pack_command(command), future)
+                        await future
+            except (OSError, TimeoutError) as e:
+                raise redis.exceptions.ConnectionError(f"Redis unreachable: {e!r}") from e
+            self._protocol = protocol
+            return protocol
+
+    def close(self) -> None:
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()

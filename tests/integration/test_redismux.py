@@ -1,0 +1,63 @@
+"""The shared Redis connection (mesh/redismux.py) against the real Valkey: many concurrent
+callers get their own replies, a caller that gives up does not shift the others' replies, and a
+broken connection fails its callers and is replaced by the next call."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis.exceptions
+
+from mesh.clients import redis_client
+from mesh.redismux import SharedConnection
+from stack.launcher import Stack
+
+
+def run_shared(stack: Stack, body) -> object:
+    async def main() -> object:
+        fallback = redis_client(stack.settings.redis_url)
+        shared = SharedConnection(stack.settings.redis_url, fallback)
+        try:
+            return await body(shared)
+        finally:
+            shared.close()
+            await fallback.aclose()
+
+    return asyncio.run(main())
+
+
+def test_concurrent_callers_each_get_their_own_reply(stack: Stack) -> None:
+    async def body(shared: SharedConnection) -> list:
+        return await asyncio.gather(*(shared.execute("ECHO", f"caller-{i}") for i in range(500)))
+
+    assert run_shared(stack, body) == [f"caller-{i}".encode() for i in range(500)]
+
+
+def test_a_caller_that_gives_up_leaves_the_replies_in_step(stack: Stack) -> None:
+    async def body(shared: SharedConnection) -> bytes:
+        # BLPOP holds the connection for 2 s; its caller gives up long before the reply
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await shared.execute("BLPOP", "redismux:nothing", 2)
+        return await shared.execute("ECHO", "after")  # not the BLPOP's late nil
+
+    assert run_shared(stack, body) == b"after"
+
+
+def test_errors_are_redis_pys_and_a_lost_connection_is_replaced(stack: Stack) -> None:
+    async def body(shared: SharedConnection) -> bytes:
+        with pytest.raises(redis.exceptions.ResponseError):
+            await shared.execute("NOSUCHCOMMAND")
+        own_id = await shared.execute("CLIENT", "ID")
+        pending = asyncio.create_task(shared.execute("BLPOP", "redismux:nothing", 5))
+        killer = redis_client(stack.settings.redis_url)
+        try:  # connecting takes round trips: the BLPOP is written by then
+            await killer.execute_command("CLIENT", "KILL", "ID", own_id)
+        finally:
+            await killer.aclose()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await pending
+        return await shared.execute("ECHO", "again")
+
+    assert run_shared(stack, body) == b"again"
