@@ -24,7 +24,9 @@ QUEUE_CAP = 500
 LEFT_ENOUGH = 21  # unseen entries counted past a page: enough to compare with LOW_WATER
 MAX_MORE_USERS = 1000  # FeedBatch.more_user_ids
 BATCH_MARKER_SECONDS = 3600
-QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a queue lives a month from its last build
+QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a following queue lives a month from its last build
+# a for-you queue, ten minutes: then the next read asks for one made from the newer ranking
+FOR_YOU_QUEUE_SECONDS = 600
 SESSION_SECONDS = 3600  # a feed session's seen set and page memos
 MAX_PER_CREATOR = 2  # videos of one creator in one for-you page
 
@@ -225,7 +227,7 @@ class FeedQueues:
                 "1" if batch.replace else "0",
                 QUEUE_CAP,
                 BATCH_MARKER_SECONDS,
-                QUEUE_IDLE_SECONDS,
+                FOR_YOU_QUEUE_SECONDS if kind == "for_you" else QUEUE_IDLE_SECONDS,
                 "1" if with_creators else "0",
             ]
             # only the best QUEUE_CAP adds can survive the cap, whatever the queue holds; this

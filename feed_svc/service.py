@@ -134,7 +134,8 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         cursor_kind = f"feed:{kind}:{caller or 'anonymous'}"
         session, number = _position(decode_token(request.cursor, cursor_kind, "cursor"))
         reader = caller or session
-        owner = caller if kind == "following" else keys.GLOBAL_FEED_USER
+        # the caller's own queue (a signed-in for-you reader's is built from the global one)
+        owner = caller or keys.GLOBAL_FEED_USER
         # a signed-in for-you reader skips what any of their recent sessions served
         seen_scope = "for_you" if kind == "for_you" and caller else None
         if not self.breaker.available():
@@ -148,6 +149,14 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
                         owner, kind, reader, session, number, size, seen_scope
                     )
                 )
+                personal = kind == "for_you" and owner != keys.GLOBAL_FEED_USER
+                if personal and not page.queue_exists and not self.cold_path_only:
+                    # no personal for-you queue (yet, or expired): the global one meanwhile
+                    self.refills.request(owner, feed_pb2.FEED_KIND_FOR_YOU, urgent=True)
+                    personal = False
+                    page = await self.queues.next_page(
+                        keys.GLOBAL_FEED_USER, kind, reader, session, number, size, seen_scope
+                    )
         except DEPENDENCY_ERRORS as e:
             self.breaker.failed(e)  # then the replica, for this and the next few seconds
             return await self._degraded_page(kind, caller, cursor_kind, session, number, size)
@@ -166,6 +175,8 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
             elif page.unseen_left < LOW_WATER and refill:
                 self.refills.request(caller, feed_pb2.FEED_KIND_FOLLOWING)
             UNSEEN_LEFT.labels(kind).observe(max(page.unseen_left, 0))
+        elif personal and not page.replayed and page.unseen_left < LOW_WATER and refill:
+            self.refills.request(owner, feed_pb2.FEED_KIND_FOR_YOU)
         elif kind == "for_you" and not page.queue_exists and not page.replayed:
             # no ranking in Redis (a fresh or flushed one): the builder computes one now, and
             # this page comes from the replica's ranking

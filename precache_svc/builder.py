@@ -8,6 +8,7 @@ is a set operation (add with a fixed score, remove) that is harmless to repeat a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -34,6 +35,9 @@ PURGE_VIDEOS = 500  # an unfollow removes up to this many of the followee's vide
 FANOUT_PAGE = 10_000
 USERS_PER_BATCH = 1000  # FeedBatch.more_user_ids: one stream message per 1,000 followers
 TRENDING_DAYS = 7
+RANKING_SIZE = 3 * QUEUE_SIZE  # what personal for-you queues are chosen from
+RECENT_LIKES = 200  # the likes a personal for-you queue is weighted by
+AFFINITY = 0.5  # a liked creator's videos rank (1 + AFFINITY × likes, at most 5) higher
 
 FANOUT_LAG = Histogram(
     "feed_fanout_lag_seconds",
@@ -56,6 +60,8 @@ class Builder:
         self.replica = replica
         self.stream = stream
         self.hot = hot_creator_followers
+        # the last global ranking, (video_id, creator_id, score) best first, for personal builds
+        self.ranking: list[tuple[str, str, float]] = []
 
     # --- events -----------------------------------------------------------------------------
 
@@ -205,18 +211,42 @@ class Builder:
     async def refresh_trending(self) -> None:
         """Ranks recent videos and replaces the global for-you queue with the top ones."""
         async with self.replica.connection() as conn:
-            ranked = await trending(conn, TRENDING_DAYS, QUEUE_SIZE)
+            ranked = await trending(conn, TRENDING_DAYS, RANKING_SIZE)
+        self.ranking = [(str(v), str(c), score) for v, c, score in ranked]
+        await self._send_for_you(keys.GLOBAL_FEED_USER, self.ranking[:QUEUE_SIZE])
+
+    async def build_for_you(self, user_id: str) -> None:
+        """A user's own for-you queue: the global ranking with the creators they liked lately
+        ranked higher, without the videos they liked (seen) or their own. Reads skip what was
+        served already and keep creator diversity; the queue expires after a while, so it
+        follows the ranking."""
+        if not self.ranking:
+            await self.refresh_trending()
+        async with self.replica.connection() as conn:
+            liked = await store.recent_likes(conn, uuid.UUID(user_id), RECENT_LIKES)
+        affinity = collections.Counter(creator for _, creator in liked)
+        liked_ids = {video for video, _ in liked}
+        personal = sorted(
+            (
+                (video, creator, score * (1 + AFFINITY * min(affinity[creator], 5)))
+                for video, creator, score in self.ranking
+                if video not in liked_ids and creator != user_id
+            ),
+            key=lambda e: e[2],
+            reverse=True,
+        )
+        await self._send_for_you(user_id, personal[:QUEUE_SIZE])
+
+    async def _send_for_you(self, user_id: str, ranked: list[tuple[str, str, float]]) -> None:
         await self.stream.send(
             [
                 feed_pb2.FeedBatch(
                     batch_id=str(uuid.uuid4()),
-                    user_id=keys.GLOBAL_FEED_USER,
+                    user_id=user_id,
                     kind=FOR_YOU,
                     add=[
-                        feed_pb2.FeedEntry(
-                            video_id=str(video_id), creator_id=str(creator_id), score=score
-                        )
-                        for video_id, creator_id, score in ranked
+                        feed_pb2.FeedEntry(video_id=video, creator_id=creator, score=score)
+                        for video, creator, score in ranked
                     ],
                     replace=True,
                 )

@@ -29,9 +29,7 @@ class RefillQueue:
 
     def request(self, user_id: str, kind: int) -> bool:
         """True when this call queued the refill, False when it was already queued."""
-        key = (
-            (keys.GLOBAL_FEED_USER, kind) if kind == feed_pb2.FEED_KIND_FOR_YOU else (user_id, kind)
-        )
+        key = (user_id, kind)
         if key in self._queued:
             return False
         try:
@@ -51,8 +49,10 @@ class RefillQueue:
             try:
                 if kind == feed_pb2.FEED_KIND_FOLLOWING:
                     await self.builder.build_following(user_id)
-                else:  # the for-you material is the global ranking
+                elif user_id == keys.GLOBAL_FEED_USER:  # the global ranking
                     await self.builder.refresh_trending()
+                else:
+                    await self.builder.build_for_you(user_id)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # one failed build must not stop the worker

@@ -49,3 +49,17 @@ async def video_ids_of(conn: AsyncConnection, creator_id: uuid.UUID, limit: int)
         [creator_id, limit],
     )
     return [str(r[0]) for r in await cur.fetchall()]
+
+
+async def recent_likes(
+    conn: AsyncConnection, user_id: uuid.UUID, limit: int
+) -> list[tuple[str, str]]:
+    """What ``user_id`` liked last, as (video_id, creator_id), newest first: likes_by_user,
+    then each video by its key."""
+    cur = await conn.execute(
+        "SELECT l.video_id::text, v.creator_id::text FROM activity.likes l"
+        " JOIN upload.videos v USING (video_id)"
+        " WHERE l.user_id = %s ORDER BY l.seq DESC LIMIT %s",
+        [user_id, limit],
+    )
+    return [(r[0], r[1]) for r in await cur.fetchall()]

@@ -214,3 +214,28 @@ def test_feed_cold_path_only_builds_every_page_from_the_replica(edge: Http, stac
         metrics.close()
     assert 'feed_reads_total{kind="following",source="cold"} 2.0' in text
     assert 'source="queue"' not in text
+
+
+def test_a_signed_in_for_you_reader_gets_a_queue_of_their_own(edge: Http, stack: Stack) -> None:
+    """Built from the global ranking: the creators the reader liked rank higher, the videos
+    they liked (seen) are left out."""
+    reader, liked_creator, other = (
+        sign_up(edge, "reader"),
+        sign_up(edge, "liked"),
+        sign_up(edge, "other"),
+    )
+    liked, more_of_liked = publish(edge, liked_creator), publish(edge, liked_creator)
+    newer_of_other = publish(edge, other)
+    assert edge.post("/v1/likes", {"video_id": liked["video_id"]}, token=reader.token).status == 200
+    r = redis.Redis.from_url(stack.settings.redis_url, decode_responses=True)
+    try:
+        ranking = keys.feed_queue(keys.GLOBAL_FEED_USER, "for_you")
+        eventually(lambda: r.zscore(ranking, newer_of_other["video_id"]) is not None, 30)
+        assert feed(edge, reader, "for_you")["items"]  # served (the global queue meanwhile)
+        own = keys.feed_queue(reader.user_id, "for_you")
+        queue = eventually(lambda: r.zrevrange(own, 0, -1), 10)
+    finally:
+        r.close()
+    assert liked["video_id"] not in queue
+    assert queue.index(more_of_liked["video_id"]) < queue.index(newer_of_other["video_id"])
+    assert feed(edge, reader, "for_you", page_size=50)["items"]  # now from their own queue
