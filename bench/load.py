@@ -1,7 +1,8 @@
-"""Closed-loop load generators for the benchmarks: each runs in its own process (uvloop), keeps
-`concurrency` calls in flight for `seconds`, and returns its count, errors and an HdrHistogram of
-latencies (microseconds, encoded) that the parent merges. Several processes, so the generator is
-not the bottleneck of one Python interpreter."""
+"""Load generators for the benchmarks: each runs in its own process (uvloop) and either keeps
+`concurrency` calls in flight for `seconds` (closed loop: throughput at saturation) or starts
+calls at a fixed `rate` (open loop: latency at a load every target can carry). Each returns its
+count, errors and an HdrHistogram of latencies (microseconds, encoded) that the parent merges.
+Several processes, so the generator is not the bottleneck of one Python interpreter."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ class Job:
     page_size: int
     concurrency: int
     seconds: float
+    # > 0: open loop instead, this many calls per second from this process, each timed from
+    # when it was due (a late start counts as latency: no coordinated omission)
+    rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,29 @@ async def _run(job: Job) -> Result:
             histogram.record_value(max(1, int((time.perf_counter() - started) * 1e6)))
             count += 1
 
-    await asyncio.gather(*(client(n) for n in range(job.concurrency)))
+    async def due(at: float, rng: random.Random) -> None:
+        nonlocal count, errors
+        try:
+            await call(rng)
+        except Exception:  # noqa: BLE001 - counted, the schedule goes on
+            errors += 1
+            return
+        histogram.record_value(max(1, int((time.perf_counter() - at) * 1e6)))
+        count += 1
+
+    async def schedule() -> None:
+        rng = random.Random(0)  # noqa: S311 - load, not secrets
+        at, calls = time.perf_counter(), []
+        while at < deadline:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            calls.append(asyncio.create_task(due(at, rng)))
+            at += 1 / job.rate
+        await asyncio.gather(*calls)
+
+    if job.rate:
+        await schedule()
+    else:
+        await asyncio.gather(*(client(n) for n in range(job.concurrency)))
     await close()
     return Result(count, errors, histogram.encode().decode())
 
