@@ -126,7 +126,10 @@ def run(stack: Stack) -> dict:
 
     summary = {t: _summary(samples[t], rates[t]) for t in TARGETS}
     at_rate = {
-        t: _summary(paced[t], [sum(r.count for r in paced[t]) / ROUND_SECONDS / ROUNDS])
+        t: {
+            **_summary(paced[t], [sum(r.count for r in paced[t]) / ROUND_SECONDS / ROUNDS]),
+            "start_lag_max_ms": max(r.start_lag_max_ms for r in paced[t]),
+        }
         for t in AT_RATE
     }
     fanout = measure_fanout(stack, data.celebrities[0], issuer)
