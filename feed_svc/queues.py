@@ -24,8 +24,8 @@ QUEUE_CAP = 500
 LEFT_ENOUGH = 21  # unseen entries counted past a page: enough to compare with LOW_WATER
 MAX_MORE_USERS = 1000  # FeedBatch.more_user_ids
 BATCH_MARKER_SECONDS = 3600
-QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a following queue lives a month from its last build
-# a for-you queue, ten minutes: then the next read asks for one made from the newer ranking
+QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a queue lives a month from its last build ...
+# ... a personal for-you queue ten minutes: then the next read asks for one from the newer ranking
 FOR_YOU_QUEUE_SECONDS = 600
 SESSION_SECONDS = 3600  # a feed session's seen set and page memos
 MAX_PER_CREATOR = 2  # videos of one creator in one for-you page
@@ -227,7 +227,11 @@ class FeedQueues:
                 "1" if batch.replace else "0",
                 QUEUE_CAP,
                 BATCH_MARKER_SECONDS,
-                FOR_YOU_QUEUE_SECONDS if kind == "for_you" else QUEUE_IDLE_SECONDS,
+                # a personal for-you queue follows the ranking; the global one (rebuilt every
+                # 10 s) and following queues must outlive a builder that is down for a while
+                FOR_YOU_QUEUE_SECONDS
+                if kind == "for_you" and batch.user_id != keys.GLOBAL_FEED_USER
+                else QUEUE_IDLE_SECONDS,
                 "1" if with_creators else "0",
             ]
             # only the best QUEUE_CAP adds can survive the cap, whatever the queue holds; this

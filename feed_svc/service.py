@@ -34,6 +34,7 @@ log = logging.getLogger("feed_svc")
 
 KINDS = ("following", "for_you")
 DEFAULT_PAGE, MAX_PAGE = 10, 50
+URGENT_INTERVAL = 0.5  # a missing queue is asked for again after this, not on every read
 LOW_WATER = 20  # unseen entries left below which the builder is asked for a refill
 COLD_DEADLINE_SECONDS = 0.5
 TRENDING_DAYS = 7
@@ -65,28 +66,25 @@ UNSEEN_LEFT = Histogram(
 
 class RefillRequests:
     """Asks the builder for refills without waiting for it (the builder deduplicates across
-    processes). From this process: one ask in flight per user and kind; a running-low ask at
-    most every ``interval`` seconds, a missing queue's ask again as soon as the last one is
-    answered (the builder keeps one build per queue queued: a missing queue must not wait on a
-    timer, nor be left missing because it was asked for just before it went)."""
+    processes). From this process: one ask in flight per user and kind, and at most one every
+    ``interval`` seconds (a missing queue: every URGENT_INTERVAL, not on every read; a queue
+    that builds empty, say a user who follows nobody, stays missing)."""
 
     def __init__(self, stub: precache_pb2_grpc.PrecacheServiceStub, interval: float = 2.0):
         self.stub = stub
         self.interval = interval
-        self._last: dict[tuple[str, int], float] = {}  # (user, kind): last routine ask
+        self._last: dict[tuple[str, int, bool], float] = {}  # (user, kind, urgent)
         self._in_flight: dict[tuple[str, int, bool], asyncio.Task[None]] = {}
 
     def request(self, user_id: str, kind: int, *, urgent: bool = False) -> None:
         key = (user_id, kind, urgent)  # an urgent ask never waits behind a routine one
-        if key in self._in_flight:
+        now = time.monotonic()
+        interval = URGENT_INTERVAL if urgent else self.interval
+        if key in self._in_flight or now - self._last.get(key, -1e9) < interval:
             return
-        if not urgent:
-            now = time.monotonic()
-            if now - self._last.get((user_id, kind), -1e9) < self.interval:
-                return
-            if len(self._last) > 100_000:
-                self._last.clear()
-            self._last[(user_id, kind)] = now
+        if len(self._last) > 100_000:
+            self._last.clear()
+        self._last[key] = now
         task = asyncio.create_task(self._send(user_id, kind))
         self._in_flight[key] = task
         task.add_done_callback(lambda _: self._in_flight.pop(key, None))

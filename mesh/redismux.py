@@ -7,9 +7,11 @@ callers of one event-loop tick are written together in one ``write`` and Redis a
 order, so each reply goes to the oldest caller still waiting. Under load Valkey reads dozens
 of commands per syscall. Anything but ``redis://`` (TLS, a socket path) keeps redis-py.
 
-Failure is a redis-py ``ConnectionError`` for every caller waiting on the broken connection;
-the next call reconnects. A caller that gives up (its own timeout) leaves its slot in the
-queue, so the replies after it still find their callers.
+Failure is a redis-py exception, as redis-py would raise it (``LOADING`` is a
+``BusyLoadingError``, a lost connection a ``ConnectionError``), so callers' handling of
+dependency failures is unchanged. A caller that gives up (its own timeout) drops the
+connection, as redis-py does: a socket that stopped answering is never written to again, and
+every caller still waiting on it fails at once. The next call reconnects.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis._parsers.base import BaseParser  # redis-py's map of error replies to exceptions
 from redis.asyncio.connection import parse_url
 
 
@@ -43,7 +46,7 @@ class _Protocol(asyncio.Protocol):
             if future.done():  # its caller gave up
                 continue
             if isinstance(reply, redis.exceptions.ResponseError):
-                future.set_exception(reply)
+                future.set_exception(BaseParser.parse_error(str(reply)))
             else:
                 future.set_result(reply)
 
@@ -53,6 +56,11 @@ class _Protocol(asyncio.Protocol):
             future = self.waiting.popleft()
             if not future.done():
                 future.set_exception(self.lost)
+
+    def drop(self) -> None:
+        """Closes the connection now; its waiting callers fail (connection_lost)."""
+        if self.transport is not None:
+            self.transport.abort()
 
     def send(self, command: bytes, future: asyncio.Future[Any]) -> None:
         if not self.pending:
@@ -85,7 +93,11 @@ class SharedConnection:
             protocol = await self._connect()
         future = asyncio.get_running_loop().create_future()
         protocol.send(hiredis.pack_command(args), future)
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError:
+            protocol.drop()  # its reply may never come: nobody waits on this socket again
+            raise
 
     async def _connect(self) -> _Protocol:
         async with self._connecting:
@@ -98,20 +110,31 @@ class SharedConnection:
                     _, protocol = await loop.create_connection(
                         _Protocol, options.get("host", "127.0.0.1"), options.get("port", 6379)
                     )
-                    setup = []
-                    if options.get("password"):
-                        user = [options["username"]] if options.get("username") else []
-                        setup.append(("AUTH", *user, options["password"]))
-                    if options.get("db"):
-                        setup.append(("SELECT", options["db"]))
-                    for command in setup:
+            except (OSError, TimeoutError) as e:
+                raise redis.exceptions.ConnectionError(f"Redis unreachable: {e!r}") from e
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    for command in self._setup_commands(options):
                         future = loop.create_future()
                         protocol.send(hiredis.pack_command(command), future)
                         await future
-            except (OSError, TimeoutError) as e:
-                raise redis.exceptions.ConnectionError(f"Redis unreachable: {e!r}") from e
+            except BaseException as e:
+                protocol.drop()  # a wrong password, a timeout: no half-set-up connection left
+                if isinstance(e, TimeoutError):
+                    raise redis.exceptions.ConnectionError("Redis did not answer AUTH") from e
+                raise
             self._protocol = protocol
             return protocol
+
+    @staticmethod
+    def _setup_commands(options: dict) -> list[tuple]:
+        setup: list[tuple] = []
+        if options.get("password"):
+            user = [options["username"]] if options.get("username") else []
+            setup.append(("AUTH", *user, options["password"]))
+        if options.get("db"):
+            setup.append(("SELECT", options["db"]))
+        return setup
 
     def close(self) -> None:
         if self._protocol is not None and self._protocol.transport is not None:

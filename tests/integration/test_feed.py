@@ -165,7 +165,8 @@ def test_a_missing_queue_is_served_from_the_replica_and_rebuilt(edge: Http, stac
         )
         rest = feed(edge, fan, page_size=2, cursor=page["next_cursor"])
         assert ids(rest) == [videos[0]["video_id"]]
-        eventually(lambda: r.exists(keys.feed_queue(fan.user_id, "following")))
+        # as the fan keeps reading (a read of a missing queue asks for it), it is rebuilt
+        eventually(lambda: feed(edge, fan) and r.exists(keys.feed_queue(fan.user_id, "following")))
     finally:
         r.close()
 

@@ -34,21 +34,33 @@ def test_concurrent_callers_each_get_their_own_reply(stack: Stack) -> None:
     assert run_shared(stack, body) == [f"caller-{i}".encode() for i in range(500)]
 
 
-def test_a_caller_that_gives_up_leaves_the_replies_in_step(stack: Stack) -> None:
-    async def body(shared: SharedConnection) -> bytes:
+def test_a_caller_that_gives_up_drops_the_connection_and_the_next_call_gets_a_new_one(
+    stack: Stack,
+) -> None:
+    """A socket that stopped answering must not be written to again (redis-py drops it too):
+    the callers still waiting on it fail at once, and later calls reconnect."""
+
+    async def body(shared: SharedConnection) -> tuple:
+        first_id = await shared.execute("CLIENT", "ID")
         # BLPOP holds the connection for 2 s; its caller gives up long before the reply
+        waiting = asyncio.ensure_future(shared.execute("BLPOP", "redismux:nothing", 2))
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
-                await shared.execute("BLPOP", "redismux:nothing", 2)
-        return await shared.execute("ECHO", "after")  # not the BLPOP's late nil
+                await shared.execute("BLPOP", "redismux:other", 2)
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await waiting  # failed with the dropped connection, not left hanging
+        return first_id, await shared.execute("CLIENT", "ID")
 
-    assert run_shared(stack, body) == b"after"
+    first_id, second_id = run_shared(stack, body)
+    assert second_id != first_id  # a new connection
 
 
 def test_errors_are_redis_pys_and_a_lost_connection_is_replaced(stack: Stack) -> None:
     async def body(shared: SharedConnection) -> bytes:
         with pytest.raises(redis.exceptions.ResponseError):
             await shared.execute("NOSUCHCOMMAND")
+        with pytest.raises(redis.exceptions.NoScriptError):  # typed as redis-py types them
+            await shared.execute("EVALSHA", "0" * 40, 0)
         own_id = await shared.execute("CLIENT", "ID")
         pending = asyncio.create_task(shared.execute("BLPOP", "redismux:nothing", 5))
         killer = redis_client(stack.settings.redis_url)
