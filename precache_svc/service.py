@@ -4,6 +4,7 @@ never one rebuild per request."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 from mesh import keys
@@ -15,27 +16,35 @@ from tiktok.v1 import feed_pb2, precache_pb2, precache_pb2_grpc
 
 log = logging.getLogger("precache_svc")
 
-MAX_QUEUED = 10_000
+MAX_QUEUED = 10_000  # per priority: following builds, then for-you builds
+FOLLOWING_FIRST, FOR_YOU_LATER = 0, 1
 
 
 class RefillQueue:
-    """(user, kind) pairs waiting for a build. A pair is queued once until a worker starts it."""
+    """(user, kind) pairs waiting for a build. A pair is queued once until a worker starts it.
+    Following builds go first: a missing following queue is a reader on the cold path, while a
+    missing for-you queue is a reader served from the global one meanwhile. Each priority has
+    its own bound, so a rush of for-you builds (after a deploy, say) never refuses a following
+    one."""
 
     def __init__(self, builder: Builder, workers: int = 2) -> None:
         self.builder = builder
         self.workers = workers
-        self._queue: asyncio.Queue[tuple[str, int]] = asyncio.Queue(MAX_QUEUED)
+        self._queue: asyncio.PriorityQueue[tuple[int, int, str, int]] = asyncio.PriorityQueue()
         self._queued: set[tuple[str, int]] = set()
+        self._waiting = [0, 0]  # queued per priority
+        self._order = itertools.count()  # first come, first served within a priority
 
     def request(self, user_id: str, kind: int) -> bool:
         """True when this call queued the refill, False when it was already queued."""
         key = (user_id, kind)
         if key in self._queued:
             return False
-        try:
-            self._queue.put_nowait(key)
-        except asyncio.QueueFull:
-            raise Unavailable("the builder's refill queue is full; retry later") from None
+        priority = FOLLOWING_FIRST if kind == feed_pb2.FEED_KIND_FOLLOWING else FOR_YOU_LATER
+        if self._waiting[priority] >= MAX_QUEUED:
+            raise Unavailable("the builder's refill queue is full; retry later")
+        self._queue.put_nowait((priority, next(self._order), user_id, kind))
+        self._waiting[priority] += 1
         self._queued.add(key)
         return True
 
@@ -44,7 +53,8 @@ class RefillQueue:
 
     async def _work(self) -> None:
         while True:
-            user_id, kind = await self._queue.get()
+            priority, _, user_id, kind = await self._queue.get()
+            self._waiting[priority] -= 1
             self._queued.discard((user_id, kind))
             try:
                 if kind == feed_pb2.FEED_KIND_FOLLOWING:
