@@ -184,7 +184,8 @@ def test_publish_and_delete_become_events_and_cards(edge: Http, stack: Stack) ->
         upload_pb2_grpc.UploadServiceStub(channel).BatchGetVideos(
             upload_pb2.BatchGetVideosRequest(video_ids=[video["video_id"], str(uuid.uuid4())])
         )
-    assert client.get(keys.video_card(video["video_id"])) == card
+    # written back in the background, after the reply
+    eventually(lambda: client.get(keys.video_card(video["video_id"])) == card)
     edge.request("DELETE", f"/v1/videos/{video['video_id']}", token=user.token)
     eventually(lambda: events_for(video["video_id"]) == ["video.published", "video.deleted"])
     assert client.get(keys.video_card(video["video_id"])) is None
