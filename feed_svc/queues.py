@@ -201,10 +201,9 @@ class Page:
 
 
 class FeedQueues:
-    def __init__(self, redis: aioredis.Redis, shared: SharedConnection | None = None) -> None:
+    def __init__(self, redis: aioredis.Redis, shared: SharedConnection) -> None:
         self.redis = redis
-        # page reads, the hot path, share one connection (mesh/redismux.py)
-        self.shared = shared or SharedConnection("", redis)
+        self.shared = shared  # page reads, the hot path, share one connection
         self._apply = redis.register_script(_APPLY)
         self._next_page = redis.register_script(_NEXT_PAGE)
         self._record_page = redis.register_script(_RECORD_PAGE)

@@ -132,32 +132,15 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         cursor_kind = f"feed:{kind}:{caller or 'anonymous'}"
         session, number = _position(decode_token(request.cursor, cursor_kind, "cursor"))
         reader = caller or session
-        # the caller's own queue (a signed-in for-you reader's is built from the global one)
-        owner = caller or keys.GLOBAL_FEED_USER
-        # a signed-in for-you reader skips what any of their recent sessions served
-        seen_scope = "for_you" if kind == "for_you" and caller else None
         if not self.breaker.available():
             return await self._degraded_page(kind, caller, cursor_kind, session, number, size)
         try:
             async with asyncio.timeout(FAST_READ_SECONDS):
-                page = (
-                    NO_QUEUE
-                    if self.cold_path_only
-                    else await self.queues.next_page(
-                        owner, kind, reader, session, number, size, seen_scope
-                    )
-                )
-                personal = kind == "for_you" and owner != keys.GLOBAL_FEED_USER
-                if personal and not page.queue_exists and not self.cold_path_only:
-                    # no personal for-you queue (yet, or expired): the global one meanwhile
-                    self.refills.request(owner, feed_pb2.FEED_KIND_FOR_YOU, urgent=True)
-                    personal = False
-                    page = await self.queues.next_page(
-                        keys.GLOBAL_FEED_USER, kind, reader, session, number, size, seen_scope
-                    )
+                page, owner = await self._queue_page(kind, caller, reader, session, number, size)
         except DEPENDENCY_ERRORS as e:
             self.breaker.failed(e)  # then the replica, for this and the next few seconds
             return await self._degraded_page(kind, caller, cursor_kind, session, number, size)
+        personal = kind == "for_you" and owner != keys.GLOBAL_FEED_USER
         video_ids = page.video_ids
         source = "replay" if page.replayed else "queue"
         refill = not self.cold_path_only
@@ -191,6 +174,26 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         more = bool(video_ids) and (source == "cold" or page.unseen_left > 0)
         next_cursor = encode_token(cursor_kind, [session, number + 1]) if more else ""
         return feed_pb2.GetFeedResponse(items=videos, next_cursor=next_cursor)
+
+    async def _queue_page(
+        self, kind: str, caller: str | None, reader: str, session: str, number: int, size: int
+    ) -> tuple[Page, str]:
+        """The session's page from the caller's queue (the global one when anonymous), and
+        whose queue that was. A signed-in for-you reader without a queue of their own (not yet
+        built, or expired) reads the global one meanwhile, and theirs is asked for."""
+        owner = caller or keys.GLOBAL_FEED_USER
+        if self.cold_path_only:
+            return NO_QUEUE, owner
+        # a signed-in for-you reader skips what any of their recent sessions served
+        seen_scope = "for_you" if kind == "for_you" and caller else None
+        page = await self.queues.next_page(owner, kind, reader, session, number, size, seen_scope)
+        if kind == "for_you" and owner != keys.GLOBAL_FEED_USER and not page.queue_exists:
+            self.refills.request(owner, feed_pb2.FEED_KIND_FOR_YOU, urgent=True)
+            owner = keys.GLOBAL_FEED_USER
+            page = await self.queues.next_page(
+                owner, kind, reader, session, number, size, seen_scope
+            )
+        return page, owner
 
     async def _degraded_page(
         self, kind: str, caller: str | None, cursor_kind: str, session: str, number: int, size: int
