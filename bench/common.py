@@ -7,6 +7,9 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from activity_svc.credentials import TokenIssuer
+from mesh.jwtkeys import load_signing_key
+from mesh.settings import Settings
 from stack.launcher import Stack
 from stack.topology import Topology
 from tests.conftest import base_env
@@ -40,3 +43,13 @@ def run_on_own_stack(
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return results
+
+
+def token_issuer(settings: Settings) -> TokenIssuer:
+    """Issues access tokens the stack's edge accepts (hour-long), for load generators."""
+    return TokenIssuer(
+        load_signing_key(settings.jwt_private_key_file),
+        settings.jwt_issuer,
+        settings.jwt_audience,
+        3600,
+    )

@@ -39,11 +39,10 @@ import redis
 from hdrh.histogram import HdrHistogram
 
 from activity_svc.credentials import TokenIssuer
-from bench.common import LOAD_ENV, RESULTS, run_on_own_stack
+from bench.common import LOAD_ENV, RESULTS, run_on_own_stack, token_issuer
 from bench.dataset import Scale, load
 from bench.load import Job, Result, run_job
 from mesh import keys
-from mesh.jwtkeys import load_signing_key
 from stack.launcher import Stack
 from tests.clips import make_clip
 from tests.helpers import Http, sign_up
@@ -79,12 +78,7 @@ def run(stack: Stack) -> dict:
     print(f"loaded in {data.load_seconds:.0f}s: {data.follows} follows", flush=True)
     rng = random.Random(1)  # noqa: S311 - a reproducible sample, not a secret
     readers = rng.sample(data.users[scale.celebrities :], min(READERS, len(data.users) // 2))
-    issuer = TokenIssuer(
-        load_signing_key(settings.jwt_private_key_file),
-        settings.jwt_issuer,
-        settings.jwt_audience,
-        3600,
-    )
+    issuer = token_issuer(settings)
     tokens = [issuer.issue(u).token for u in readers]
     build_seconds = build_queues(stack, readers)
     print(f"{len(readers)} queues built in {build_seconds:.1f}s", flush=True)

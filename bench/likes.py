@@ -26,10 +26,8 @@ import grpc
 import psycopg
 import redis
 
-from activity_svc.credentials import TokenIssuer
-from bench.common import LOAD_ENV, run_on_own_stack
+from bench.common import LOAD_ENV, run_on_own_stack, token_issuer
 from mesh import keys
-from mesh.jwtkeys import load_signing_key
 from stack.launcher import Stack
 from tests.helpers import Http, eventually
 from tiktok.v1 import activity_pb2, activity_pb2_grpc
@@ -176,12 +174,7 @@ def run(stack: Stack) -> dict:
     creator, likers = users[0], users[1:]
     videos = seed_videos(settings.database_url, creator, SPREAD_VIDEOS + ROUNDS)
     hot_videos, spread = videos[:ROUNDS], videos[ROUNDS:]
-    issuer = TokenIssuer(
-        load_signing_key(settings.jwt_private_key_file),
-        settings.jwt_issuer,
-        settings.jwt_audience,
-        3600,
-    )
+    issuer = token_issuer(settings)
     tokens = [issuer.issue(u).token for u in likers]
     per_round = len(tokens) // (2 * ROUNDS)
     rounds: dict[str, list[float]] = {"hot": [], "spread": []}

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 
 from mesh import keys
@@ -56,12 +57,21 @@ def queues_holding(stack: Stack, followers: list[str], video_id: str) -> int:
         r.close()
 
 
-def test_feed_svc_restarted_mid_fan_out_loses_nothing(edge: Http, stack: Stack) -> None:
+@pytest.mark.parametrize(
+    "service",
+    [
+        "feed_svc-0",  # SIGKILL: batches in flight are never acknowledged, so they are resent
+        "precache_svc-0",  # its event stays pending; the restart resumes it
+    ],
+)
+def test_a_service_restarted_mid_fan_out_loses_nothing(
+    edge: Http, stack: Stack, service: str
+) -> None:
     creator = sign_up(edge, "creator")
     followers = add_followers(stack, creator.user_id, FANOUT_FOLLOWERS)
     video = publish(edge, creator)
-    stack.services["feed_svc-0"].kill()  # SIGKILL: batches in flight are never acknowledged
-    stack.restart_service("feed_svc-0")
+    stack.services[service].kill()
+    stack.restart_service(service)
     eventually(lambda: queues_holding(stack, followers, video["video_id"]) == len(followers), 30)
 
 
@@ -80,15 +90,6 @@ def test_fan_out_writes_only_the_queues_of_readers_and_the_rest_read_it_from_the
         assert r.zscore(keys.feed_queue(readers[0], "following"), OLD_VIDEO) == 1  # kept
     finally:
         r.close()
-
-
-def test_precache_svc_restarted_mid_fan_out_loses_nothing(edge: Http, stack: Stack) -> None:
-    creator = sign_up(edge, "creator")
-    followers = add_followers(stack, creator.user_id, FANOUT_FOLLOWERS)
-    video = publish(edge, creator)
-    stack.services["precache_svc-0"].kill()  # its event stays pending; the restart resumes it
-    stack.restart_service("precache_svc-0")
-    eventually(lambda: queues_holding(stack, followers, video["video_id"]) == len(followers), 30)
 
 
 def test_after_redis_is_flushed_the_next_read_answers_and_the_queue_is_rebuilt(
