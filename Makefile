@@ -5,13 +5,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 PROTOS := $(wildcard protos/tiktok/v1/*.proto)
+HLS_JS := cdn/node_modules/hls.js/dist/hls.min.js
+# Debian packages, installed when missing (needs root, as on CI and a fresh machine)
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
+apt_install = if [ "$$(id -u)" != 0 ]; then echo "missing: $(1) (Debian: apt-get install $(1)); run make as root or install it" >&2; exit 1; fi; apt-get update -qq && $(APT_INSTALL) $(1)
 
 .PHONY: run test unit lint protos bench clean distclean
 
-run: $(VENV)/.installed gen/.stamp
+run: $(VENV)/.installed gen/.stamp $(VENV)/.system $(HLS_JS)
 	$(PY) -m stack run
 
-test: lint gen/.stamp
+test: lint gen/.stamp $(VENV)/.system $(VENV)/.browser $(HLS_JS)
 	$(PY) -m pytest
 
 unit: $(VENV)/.installed gen/.stamp
@@ -31,6 +35,22 @@ bench: $(VENV)/.installed $(VENV)/.bench gen/.stamp
 
 $(VENV)/.bench: $(VENV)/.installed requirements-bench.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+# Servers that are not pip wheels: nginx, the media edge (the CDN stand-in).
+$(VENV)/.system: | $(VENV)/.installed
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { $(call apt_install,nginx-light); }
+	touch $@
+
+# The browser the playback tests drive (Playwright's own download is never used).
+$(VENV)/.browser: | $(VENV)/.installed
+	@[ -x /usr/bin/chromium ] || { $(call apt_install,chromium); }
+	touch $@
+
+# hls.js for the test player page, pinned by cdn/package-lock.json, served by the media edge.
+$(HLS_JS): cdn/package.json cdn/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { $(call apt_install,npm); }
+	npm ci --prefix cdn --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The venv, the pinned dependencies, and a .pth so `python -m <svc>` finds the repo and gen/.

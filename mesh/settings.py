@@ -51,6 +51,14 @@ class Settings:
     s3_secret_key: str
     s3_public_url: str
     cdn_base_url: str
+    # the media edge (the CDN stand-in, nginx): its port, its disk cache's bound, and how long
+    # it serves an object before asking storage again (which is how a deletion reaches it)
+    media_port: int
+    media_cache_max_bytes: int
+    media_cache_revalidate_seconds: int
+    # renditions: ffmpeg processes one upload_svc instance runs at once, and tries per video
+    transcode_concurrency: int
+    transcode_max_attempts: int
     jwt_private_key_file: Path
     jwt_issuer: str
     jwt_audience: str
@@ -80,6 +88,7 @@ class Settings:
         data_dir = Path(env.get("DATA_DIR", ".data")).resolve()
         database_url = env.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:54320/postgres")
         edge_port = int(env.get("EDGE_PORT", "8080"))
+        media_port = int(env.get("MEDIA_PORT", "8090"))
         return cls(
             data_dir=data_dir,
             bind_host=env.get("BIND_HOST", "127.0.0.1"),
@@ -91,7 +100,12 @@ class Settings:
             s3_access_key=env.get("S3_ACCESS_KEY", "tiktok-local"),
             s3_secret_key=env.get("S3_SECRET_KEY", "tiktok-local-secret"),
             s3_public_url=env.get("S3_PUBLIC_URL", f"http://127.0.0.1:{edge_port}"),
-            cdn_base_url=env.get("CDN_BASE_URL", f"http://127.0.0.1:{edge_port}/media"),
+            cdn_base_url=env.get("CDN_BASE_URL", f"http://127.0.0.1:{media_port}/media"),
+            media_port=media_port,
+            media_cache_max_bytes=int(env.get("MEDIA_CACHE_MAX_BYTES", str(2 * 1024**3))),
+            media_cache_revalidate_seconds=int(env.get("MEDIA_CACHE_REVALIDATE_SECONDS", "30")),
+            transcode_concurrency=int(env.get("TRANSCODE_CONCURRENCY", "1")),
+            transcode_max_attempts=int(env.get("TRANSCODE_MAX_ATTEMPTS", "3")),
             jwt_private_key_file=Path(
                 env.get("JWT_PRIVATE_KEY_FILE") or data_dir / "jwt" / "signing-key.pem"
             ),

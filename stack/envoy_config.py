@@ -117,7 +117,7 @@ def render_envoy_configs(
                 role=role,
                 port=port,
                 admin_port=admin_port,
-                media_origin_port=topo.media_origin_port,
+                media_port=topo.media_port,
                 routes=role_routes,
                 **common,
             )

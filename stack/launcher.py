@@ -24,6 +24,7 @@ from mesh.jwtkeys import ensure_signing_key, write_jwks
 from mesh.settings import SERVICES_BY_NAME, Settings
 from stack import servers
 from stack.envoy_config import render_envoy_configs
+from stack.media_edge import media_edge, render_media_edge_config
 from stack.procs import Proc, stop_all
 from stack.topology import HOST, Instance, Topology, free_ports
 
@@ -74,6 +75,7 @@ class Stack:
             EDGE_PORT=str(t.edge_port),
             INTERNAL_PORT=str(t.internal_port),
             INTERNAL_HOST=HOST,
+            MEDIA_PORT=str(t.media_port),
             PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "gen")]),
             PYTHONUNBUFFERED="1",
         )
@@ -104,6 +106,11 @@ class Stack:
         key = self.settings.jwt_private_key_file
         ensure_signing_key(key)
         write_jwks(key, self.jwks_path)
+
+    @property
+    def media_url(self) -> str:
+        """The media edge's base URL (what ``CDN_BASE_URL`` defaults to, without ``/media``)."""
+        return f"http://{HOST}:{self.topo.media_port}"
 
     @property
     def jwks_path(self) -> Path:
@@ -166,7 +173,8 @@ class Stack:
         configs = render_envoy_configs(
             self.topo, self.jwks_path, ROOT / "gen" / "tiktok.pb", self.settings
         )
-        wanted = []
+        edge_config = render_media_edge_config(self.topo, self.settings)
+        wanted = [(media_edge(self.topo, edge_config), lambda: servers.healthz_ok(self.media_url))]
         for role, admin in (("edge", self.topo.edge_admin_port),
                             ("internal", self.topo.internal_admin_port)):  # fmt: skip
             proc = servers.envoy(f"envoy-{role}", configs[role], self.topo)

@@ -17,6 +17,7 @@ import redis
 
 from stack.procs import Proc, is_root, shim_argv
 from stack.topology import HOST, Topology
+from upload_svc.rules import PUBLIC_PREFIXES
 
 PG_SYSTEM_USER = "embedded_postgres"
 
@@ -148,8 +149,12 @@ def seaweedfs(topo: Topology, access_key: str, secret_key: str, bucket: str) -> 
                         "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
                         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                     },
-                    # media is public (the edge serves /media/ to anyone); writes need a signature
-                    {"name": "anonymous", "actions": [f"Read:{bucket}"]},
+                    # published media is public (the media edge serves it to anyone); pending
+                    # uploads and everything else need a signature
+                    {
+                        "name": "anonymous",
+                        "actions": [f"Read:{bucket}/{prefix}*" for prefix in PUBLIC_PREFIXES],
+                    },
                 ]
             },
             indent=2,
@@ -208,6 +213,11 @@ def ensure_bucket(client, bucket: str) -> bool:
     except client.exceptions.ClientError:
         client.create_bucket(Bucket=bucket)
     return True
+
+
+def healthz_ok(url: str) -> bool:
+    with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:  # noqa: S310 - loopback
+        return r.status == 200
 
 
 # --- Envoy ---------------------------------------------------------------------------------

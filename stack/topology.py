@@ -52,7 +52,8 @@ class Topology:
     internal_port: int
     edge_admin_port: int
     internal_admin_port: int
-    media_origin_port: int  # the edge's origin listener behind its media cache
+    media_port: int  # the media edge (nginx): the CDN stand-in in front of storage
+    media_metrics_port: int  # its hit/miss/bytes counters for Prometheus
     instances: tuple[Instance, ...]
 
     def instances_of(self, service: str) -> tuple[Instance, ...]:
@@ -75,7 +76,8 @@ class Topology:
             internal_port=8081,
             edge_admin_port=9901,
             internal_admin_port=9902,
-            media_origin_port=9903,
+            media_port=8090,
+            media_metrics_port=9155,
             instances=instances,
         )
 
@@ -83,7 +85,7 @@ class Topology:
     def ephemeral(cls, data_dir: Path, counts: Mapping[str, int]) -> Topology:
         """Free ports for every listener (a test session next to a running ``make run``)."""
         n_instances = sum(counts.get(s.name, 1) for s in SERVICES)
-        ports = iter(free_ports(2 + 8 + 5 + 2 * n_instances))
+        ports = iter(free_ports(2 + 8 + 6 + 2 * n_instances))
         instances = tuple(
             Instance(spec, k, next(ports), next(ports))
             for spec in SERVICES
@@ -98,7 +100,8 @@ class Topology:
             internal_port=next(ports),
             edge_admin_port=next(ports),
             internal_admin_port=next(ports),
-            media_origin_port=next(ports),
+            media_port=next(ports),
+            media_metrics_port=next(ports),
             instances=instances,
         )
 

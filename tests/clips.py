@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zlib
 from fractions import Fraction
@@ -12,12 +13,14 @@ import av
 
 def make_clip(
     seconds: float, *, width: int = 160, height: int = 120, fps: int = 10, fmt: str = "mp4",
-    codec: str | None = None,
+    codec: str | None = None, audio: bool = False,
 ) -> bytes:  # fmt: skip
-    """An H.264 MP4 (or VP9 WebM) of shifting gradients, ``seconds`` long."""
+    """An H.264 MP4 (or VP9 WebM) of shifting gradients, ``seconds`` long; with ``audio``, an
+    AAC track of a quiet tone as well."""
     codec = codec or ("libvpx-vp9" if fmt == "webm" else "libx264")
     out = io.BytesIO()
     with av.open(out, mode="w", format=fmt) as container:
+        tone = container.add_stream("aac", rate=44100) if audio else None
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
@@ -35,7 +38,25 @@ def make_clip(
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+        if tone is not None:
+            _mux_tone(container, tone, seconds)
     return out.getvalue()
+
+
+def _mux_tone(
+    container: av.container.OutputContainer, stream: av.AudioStream, seconds: float
+) -> None:
+    rate, samples = 44100, 1024
+    period = [int(1000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(samples)]
+    chunk = struct.pack(f"<{samples}h", *period)
+    for n in range(int(seconds * rate / samples)):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+        frame.planes[0].update(chunk)
+        frame.sample_rate, frame.pts = rate, n * samples
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode(None):
+        container.mux(packet)
 
 
 def make_png(width: int = 8, height: int = 8) -> bytes:

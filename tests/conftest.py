@@ -20,6 +20,8 @@ TEST_ENV = {
     "RATE_LIMIT_PER_SECOND": "20",
     "RATE_LIMIT_BURST": "40",
     "LOG_LEVEL": "INFO",
+    # small enough that a test can fill the media edge's cache ten times over
+    "MEDIA_CACHE_MAX_BYTES": str(32 * 1024 * 1024),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,8 +17,16 @@ from mesh.server import Registrar, run_service
 from mesh.settings import Settings
 from mesh.tasks import every, running
 from tiktok.v1 import activity_pb2_grpc, upload_pb2_grpc
-from upload_svc.janitor import remove_deleted_blobs, sweep_expired_uploads
-from upload_svc.service import Storage, UploadService
+from upload_svc.cards import Cards
+from upload_svc.janitor import (
+    abort_stale_multipart_uploads,
+    remove_deleted_blobs,
+    sweep_expired_uploads,
+    sweep_reused_upload_urls,
+)
+from upload_svc.renditions import RenditionWorker
+from upload_svc.service import UploadService
+from upload_svc.storage import Storage
 
 SCHEMA = "upload"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -39,14 +49,31 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     counts = VideoCountsSource(
         CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel), breaker=breaker
     )
-    service = UploadService(pool, storage, redis, counts, breaker)
+    cards = Cards(redis, breaker)
+    transcode_wanted = asyncio.Event()
+    service = UploadService(pool, storage, cards, counts, transcode_wanted)
     relay = OutboxRelay(pool, redis, SCHEMA)
-    bucket = settings.s3_bucket
+    name = f"{socket.gethostname()}:{settings.grpc_ports['upload']}"
+    worker = RenditionWorker(
+        pool,
+        storage,
+        cards,
+        name=name,  # stable across restarts of this instance: it takes its own jobs back
+        work_dir=settings.data_dir / "transcode" / name.replace(":", "-"),
+        concurrency=settings.transcode_concurrency,
+        max_attempts=settings.transcode_max_attempts,
+        wanted=transcode_wanted,
+    )
     try:
         async with running(
             relay.run(),
-            every(60, "sweep expired uploads", lambda: sweep_expired_uploads(pool, client, bucket)),
-            every(5, "remove deleted blobs", lambda: remove_deleted_blobs(pool, client, bucket)),
+            worker.run(),
+            every(60, "sweep expired uploads", lambda: sweep_expired_uploads(pool, storage)),
+            every(60, "sweep reused upload URLs", lambda: sweep_reused_upload_urls(pool, storage)),
+            every(
+                600, "abort interrupted multipart", lambda: abort_stale_multipart_uploads(storage)
+            ),
+            every(5, "remove deleted blobs", lambda: remove_deleted_blobs(pool, storage)),
         ):
             yield lambda server: upload_pb2_grpc.add_UploadServiceServicer_to_server(
                 service, server

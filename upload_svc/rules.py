@@ -58,6 +58,11 @@ def container_matches(content_type: str, format_name: str) -> bool:
     return bool(CONTAINERS[content_type] & set(format_name.split(",")))
 
 
+# key prefixes anyone may read (through the media edge): published files, thumbnails, HLS
+# ladders. Pending uploads (v/) are readable only with a signature.
+PUBLIC_PREFIXES = ("m/", "t/", "h/")
+
+
 def video_key(upload_id: str) -> str:
     """Where the client PUTs: the only prefix the edge lets presigned writes reach."""
     return f"v/{upload_id}"
@@ -71,3 +76,8 @@ def published_key(upload_id: str) -> str:
 
 def thumbnail_key(upload_id: str) -> str:
     return f"t/{upload_id}.jpg"
+
+
+def hls_prefix(upload_id: str) -> str:
+    """Where a video's HLS ladder lives: ``master.m3u8`` and one folder per rendition."""
+    return f"h/{upload_id}/"

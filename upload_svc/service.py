@@ -14,14 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import botocore.exceptions
-import redis.asyncio as aioredis
 from google.protobuf import empty_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 from psycopg_pool import AsyncConnectionPool
 
-from mesh import keys
 from mesh.auth import require_caller
-from mesh.breaker import Breaker
 from mesh.counters import VIDEO_FIELDS, VideoCountsSource
 from mesh.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from mesh.outbox import new_event, record_event
@@ -30,24 +27,13 @@ from mesh.proto import timestamp
 from mesh.validation import page_size, parse_uuid
 from tiktok.v1 import common_pb2, events_pb2, upload_pb2, upload_pb2_grpc
 from upload_svc import rules, store
+from upload_svc.cards import Cards, video_message
 from upload_svc.media import ProbeResult, RejectedMedia, S3RangeReader, probe_video
+from upload_svc.storage import Storage
 
 log = logging.getLogger("upload_svc")
 
 MAX_BATCH = 500
-
-
-@dataclass(frozen=True)
-class Storage:
-    """The bucket and the two S3 clients: one for our own calls, one that signs public URLs."""
-
-    client: Any
-    presigner: Any
-    bucket: str
-    media_base_url: str  # CDN_BASE_URL: where clients GET objects
-
-    def url(self, key: str) -> str:
-        return f"{self.media_base_url.rstrip('/')}/{key}"
 
 
 @dataclass(frozen=True)
@@ -63,32 +49,22 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         self,
         pool: AsyncConnectionPool,
         storage: Storage,
-        redis: aioredis.Redis,
+        cards: Cards,
         counts: VideoCountsSource,
-        breaker: Breaker | None = None,
+        transcode_wanted: asyncio.Event,
         probe_slots: int = 2,
     ) -> None:
-        self.breaker = breaker or Breaker("redis")
-        self._card_writes: set[asyncio.Task[None]] = set()
         self.pool = pool
         self.storage = storage
-        self.redis = redis
+        self.cards = cards
         self.counts = counts
+        # set on publish: the rendition worker starts the new job at once instead of polling
+        self.transcode_wanted = transcode_wanted
         # probing decodes video: bound it so a burst of completions cannot exhaust CPU/memory
         self.probe_slots = asyncio.Semaphore(probe_slots)
 
     def video_message(self, row: store.VideoRow) -> common_pb2.Video:
-        """The video without counts (as cached in cards); ``counts.fill`` adds them."""
-        return common_pb2.Video(
-            video_id=str(row.video_id),
-            creator_id=str(row.creator_id),
-            caption=row.caption,
-            playback_url=self.storage.url(row.object_key),
-            thumbnail_url=self.storage.url(row.thumbnail_key),
-            duration_ms=row.duration_ms,
-            size_bytes=row.size_bytes,
-            created_at=timestamp(row.created_at),
-        )
+        return video_message(row, self.storage)
 
     # --- tickets --------------------------------------------------------------------------
 
@@ -229,6 +205,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             if video is None:  # a concurrent completion of the same upload won
                 return await self._existing_video(conn, upload.upload_id)
             await store.mark_published(conn, upload.upload_id)
+            await store.insert_transcode_job(conn, video.video_id)
             published = events_pb2.VideoPublished(
                 video_id=str(video.video_id),
                 creator_id=str(video.creator_id),
@@ -237,39 +214,14 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             await record_event(
                 conn, new_event("video.published", str(video.video_id), video_published=published)
             )
+        self.transcode_wanted.set()
         message = self.video_message(video)
-        await self._write_cards([message])
+        await self.cards.write([message])
         try:  # the upload copy has served its purpose; the sweeper is not needed for it
             await asyncio.to_thread(s.client.delete_object, Bucket=s.bucket, Key=upload.object_key)
         except botocore.exceptions.BotoCoreError as e:
             log.warning("upload object not deleted: %r", e)
         return message
-
-    async def _write_cards(self, videos: list[common_pb2.Video], *, background: bool = False):
-        """The feed's hydration cards (videos without counts). Best effort: the database stays
-        the truth, and a missing card is rebuilt by the next BatchGetVideos. In the background
-        when a reader is waiting (a hung Redis must not hold up the reply)."""
-        if not videos or not self.breaker.available():
-            return
-        cards = {keys.video_card(v.video_id): v.SerializeToString() for v in videos}
-
-        async def write() -> None:
-            try:
-                pipe = self.redis.pipeline(transaction=False)
-                for key, card in cards.items():
-                    pipe.set(key, card)
-                await pipe.execute()
-            except Exception as e:  # noqa: BLE001
-                self.breaker.failed(e)
-
-        if not background:
-            await write()
-            return
-        if len(self._card_writes) >= 100:  # Redis is slow: skip, the next reader rebuilds it
-            return
-        task = asyncio.create_task(write())
-        self._card_writes.add(task)
-        task.add_done_callback(self._card_writes.discard)
 
     # --- streaming upload (internal callers) ----------------------------------------------
 
@@ -384,7 +336,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         videos = [self.video_message(r) for r in rows]
         if mask is None:
             # hydrating callers come here for missing cards
-            await self._write_cards(videos, background=True)
+            await self.cards.write(videos, background=True)
         if mask is None or any(path in VIDEO_FIELDS for path in mask.paths):
             await self.counts.fill(videos)
         if mask is not None:
@@ -409,10 +361,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
                 await record_event(
                     conn, new_event("video.deleted", str(video_id), video_deleted=deleted)
                 )
-        try:
-            await self.redis.delete(keys.video_card(str(video_id)))
-        except Exception as e:  # noqa: BLE001 - feeds also drop deleted ids via the event
-            log.warning("video card not deleted: %r", e)
+        await self.cards.delete(str(video_id))
         return empty_pb2.Empty()
 
 

@@ -72,6 +72,12 @@ def test_settings_defaults_follow_design() -> None:
     assert s.grpc_ports == {"activity": 50051, "upload": 50052, "feed": 50053, "precache": 50054}
     assert s.database_replica_url == s.database_url
     assert s.s3_public_url == "http://127.0.0.1:8080"
-    custom = Settings.from_env({"DATABASE_URL": "postgresql://db/x", "EDGE_PORT": "9000"})
+    # media URLs name the media edge (the CDN stand-in), not the API's Envoy
+    assert s.cdn_base_url == "http://127.0.0.1:8090/media"
+    assert s.media_cache_revalidate_seconds <= 50  # + the janitor's 5 s: deleted within 60 s
+    custom = Settings.from_env(
+        {"DATABASE_URL": "postgresql://db/x", "EDGE_PORT": "9000", "MEDIA_PORT": "9100"}
+    )
     assert custom.database_replica_url == "postgresql://db/x"
-    assert custom.cdn_base_url == "http://127.0.0.1:9000/media"
+    assert custom.s3_public_url == "http://127.0.0.1:9000"
+    assert custom.cdn_base_url == "http://127.0.0.1:9100/media"

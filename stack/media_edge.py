@@ -1,0 +1,100 @@
+"""The media edge (nginx, the CDN stand-in): its config rendered from ``cdn/nginx.conf.j2`` and
+the process that serves it.
+
+nginx comes from the system (Debian's ``nginx-light``; ``make`` installs it when missing).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jinja2
+
+from mesh.settings import Settings
+from stack.procs import Proc, is_root
+from stack.topology import HOST, Topology
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "cdn" / "nginx.conf.j2"
+PLAYER_DIR = ROOT / "cdn" / "player"
+HLS_JS = ROOT / "cdn" / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+# nginx's workers drop root for this user; it owns the cache directory
+WORKER_USER = "nobody"
+KEYS_ZONE_MB = 16  # ~130,000 cached objects' keys
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        raise FileNotFoundError("nginx is not installed: run `make run` (it installs nginx-light)")
+    return found
+
+
+def render_media_edge_config(topo: Topology, settings: Settings) -> Path:
+    """Writes ``<data>/media-edge/nginx.conf`` (and the directories it names); returns its path."""
+    state = topo.data_dir / "media-edge"
+    cache = state / "cache"
+    for d in (cache, state / "tmp", topo.data_dir / "logs"):
+        d.mkdir(parents=True, exist_ok=True)
+    user = group = None
+    if is_root():
+        entry = pwd.getpwnam(WORKER_USER)
+        user, group = entry.pw_name, entry.pw_gid
+        for d in (cache, state / "tmp"):
+            shutil.chown(d, entry.pw_uid, entry.pw_gid)
+    storage = urlsplit(settings.s3_endpoint)
+    env = jinja2.Environment(  # noqa: S701 - renders an nginx config, not HTML
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+    )
+    text = env.from_string(TEMPLATE.read_text()).render(
+        host=HOST,
+        port=topo.media_port,
+        user=user,
+        group=_group_name(group) if group is not None else None,
+        state_dir=state,
+        cache_dir=cache,
+        log_dir=topo.data_dir / "logs",
+        max_bytes=settings.media_cache_max_bytes,
+        keys_zone_mb=KEYS_ZONE_MB,
+        revalidate_seconds=settings.media_cache_revalidate_seconds,
+        s3_host=storage.hostname or HOST,
+        s3_port=storage.port or (443 if storage.scheme == "https" else 80),
+        bucket=settings.s3_bucket,
+        player_dir=PLAYER_DIR,
+        hls_js=HLS_JS,
+    )
+    path = state / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+def _group_name(gid: int) -> str:
+    import grp
+
+    return grp.getgrgid(gid).gr_name
+
+
+def media_edge(topo: Topology, config: Path) -> Proc:
+    state = config.parent
+    return Proc(
+        "media-edge",
+        [
+            nginx_binary(),
+            "-c",
+            str(config),
+            "-p",
+            str(state),
+            "-e",
+            str(topo.data_dir / "logs" / "media-edge-error.log"),
+        ],
+        topo.data_dir / "logs" / "media-edge.log",
+        stop_signal=signal.SIGQUIT,  # graceful: finish the responses in flight
+        stop_timeout=3,
+    )
