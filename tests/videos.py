@@ -8,12 +8,20 @@ from functools import cache
 from typing import Any
 
 from tests.clips import make_clip
-from tests.helpers import Http, SignedUpUser
+from tests.helpers import Http, SignedUpUser, eventually
+
+PROCESSING, READY, FAILED = "VIDEO_STATE_PROCESSING", "VIDEO_STATE_READY", "VIDEO_STATE_FAILED"
 
 
 @cache
 def clip() -> bytes:
     return make_clip(2, width=160, height=120)
+
+
+@cache
+def portrait_clip() -> bytes:
+    """A 360×640 clip with sound: the ladder's 240 and 360 renditions."""
+    return make_clip(5, width=360, height=640, fps=15, audio=True)
 
 
 def put(url: str, data: bytes, headers: dict[str, str]) -> int:
@@ -59,3 +67,12 @@ def publish(edge: Http, user: SignedUpUser, data: bytes | None = None, caption: 
     r = complete(edge, user, up["upload_id"], caption)
     assert r.status == 200, r.body
     return r.json()
+
+
+def ready(edge: Http, video_id: str, timeout: float = 60) -> dict:
+    def check() -> dict | None:
+        video = edge.get(f"/v1/videos/{video_id}").json()
+        assert video["state"] != FAILED, video
+        return video if video["state"] == READY else None
+
+    return eventually(check, timeout=timeout, interval=0.25)

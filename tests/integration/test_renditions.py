@@ -8,7 +8,6 @@ import io
 import re
 import urllib.parse
 from dataclasses import dataclass
-from functools import cache
 
 import av
 import psycopg
@@ -17,15 +16,7 @@ from mesh.clients import s3_client
 from stack.launcher import Stack
 from tests.clips import make_clip
 from tests.helpers import Http, eventually, sign_up
-from tests.videos import fetch, publish
-
-PROCESSING, READY, FAILED = "VIDEO_STATE_PROCESSING", "VIDEO_STATE_READY", "VIDEO_STATE_FAILED"
-
-
-@cache
-def portrait_clip() -> bytes:
-    """A 360×640 clip with sound: the ladder's 240 and 360 renditions."""
-    return make_clip(5, width=360, height=640, fps=15, audio=True)
+from tests.videos import FAILED, PROCESSING, READY, fetch, portrait_clip, publish, ready
 
 
 @dataclass(frozen=True)
@@ -70,15 +61,6 @@ def parse_variant(text: str, base: str) -> list[tuple[float, str]]:
                 (float(line[8:].split(",")[0]), urllib.parse.urljoin(base, lines[i + 1]))
             )
     return segments
-
-
-def ready(edge: Http, video_id: str, timeout: float = 60) -> dict:
-    def check() -> dict | None:
-        video = edge.get(f"/v1/videos/{video_id}").json()
-        assert video["state"] != FAILED, video
-        return video if video["state"] == READY else None
-
-    return eventually(check, timeout=timeout, interval=0.25)
 
 
 def test_a_published_clip_is_processing_then_ready_with_a_playable_ladder(edge: Http) -> None:
