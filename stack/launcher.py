@@ -24,7 +24,7 @@ from mesh.jwtkeys import ensure_signing_key, write_jwks
 from mesh.settings import SERVICES_BY_NAME, Settings
 from stack import servers
 from stack.envoy_config import render_envoy_configs
-from stack.media_edge import media_edge, render_media_edge_config
+from stack.media_edge import media_edge, media_metrics, render_media_edge_config
 from stack.procs import Proc, stop_all
 from stack.topology import HOST, Instance, Topology, free_ports
 
@@ -174,7 +174,11 @@ class Stack:
             self.topo, self.jwks_path, ROOT / "gen" / "tiktok.pb", self.settings
         )
         edge_config = render_media_edge_config(self.topo, self.settings)
-        wanted = [(media_edge(self.topo, edge_config), lambda: servers.healthz_ok(self.media_url))]
+        metrics = f"http://{HOST}:{self.topo.media_metrics_port}"
+        wanted = [
+            (media_edge(self.topo, edge_config), lambda: servers.healthz_ok(self.media_url)),
+            (media_metrics(self.topo), lambda: servers.answers(f"{metrics}/metrics")),
+        ]
         for role, admin in (("edge", self.topo.edge_admin_port),
                             ("internal", self.topo.internal_admin_port)):  # fmt: skip
             proc = servers.envoy(f"envoy-{role}", configs[role], self.topo)

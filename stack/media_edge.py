@@ -10,6 +10,7 @@ import os
 import pwd
 import shutil
 import signal
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -98,3 +99,17 @@ def media_edge(topo: Topology, config: Path) -> Proc:
         stop_signal=signal.SIGQUIT,  # graceful: finish the responses in flight
         stop_timeout=3,
     )
+
+
+def media_metrics(topo: Topology) -> Proc:
+    """The media edge's counters for Prometheus (``stack/media_metrics.py``)."""
+    return Proc(
+        "media-metrics",
+        [sys.executable, "-m", "stack.media_metrics",
+         "--log", str(topo.data_dir / "logs" / "media-edge-access.log"),
+         "--cache-dir", str(topo.data_dir / "media-edge" / "cache"),
+         "--port", str(topo.media_metrics_port), "--host", HOST],
+        topo.data_dir / "logs" / "media-metrics.log",
+        cwd=ROOT,
+        stop_timeout=2,
+    )  # fmt: skip

@@ -215,9 +215,13 @@ def ensure_bucket(client, bucket: str) -> bool:
     return True
 
 
-def healthz_ok(url: str) -> bool:
-    with urllib.request.urlopen(f"{url}/healthz", timeout=1) as r:  # noqa: S310 - loopback
+def answers(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback
         return r.status == 200
+
+
+def healthz_ok(base_url: str) -> bool:
+    return answers(f"{base_url}/healthz")
 
 
 # --- Envoy ---------------------------------------------------------------------------------

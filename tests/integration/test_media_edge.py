@@ -241,3 +241,40 @@ def test_the_cache_bound_holds_and_the_api_stays_up(edge: Http, stack: Stack) ->
     assert edge.get(f"/v1/users/{user.user_id}").status == 200
     # the most recent objects are still served from the cache, the first ones again from storage
     assert fetch(f"{stack.media_url}/media/{keys[0]}")[0] == 200
+
+
+def _metric(stack: Stack, name: str, **labels: str) -> float:
+    url = f"http://127.0.0.1:{stack.topo.media_metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_the_edge_counts_hits_misses_bytes_and_origin_fetches(edge: Http, stack: Stack) -> None:
+    data = clip()
+    url = publish(edge, sign_up(edge), data)["playback_url"]
+    before = {
+        "hits": _metric(stack, "media_edge_requests_total", cache="HIT"),
+        "misses": _metric(stack, "media_edge_requests_total", cache="MISS"),
+        "fetches": _metric(stack, "media_edge_origin_fetches_total", status="200"),
+        "bytes": _metric(stack, "media_edge_response_bytes_total", cache="HIT"),
+    }
+    for _ in range(3):
+        assert fetch(url)[0] == 200
+
+    def counted() -> bool:
+        return (
+            _metric(stack, "media_edge_requests_total", cache="MISS") >= before["misses"] + 1
+            and _metric(stack, "media_edge_requests_total", cache="HIT") >= before["hits"] + 2
+            and _metric(stack, "media_edge_origin_fetches_total", status="200")
+            >= before["fetches"] + 1
+            and _metric(stack, "media_edge_response_bytes_total", cache="HIT")
+            >= before["bytes"] + 2 * len(data)
+        )
+
+    eventually(counted, timeout=10, interval=0.2)
+    eventually(lambda: _metric(stack, "media_edge_cache_bytes") > 0, timeout=10)

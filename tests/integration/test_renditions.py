@@ -169,3 +169,16 @@ def test_a_source_the_transcoder_cannot_read_ends_failed_and_stays_playable(
     assert _job(stack, video["video_id"]) is None  # tried a bounded number of times, then left
     client.put_object(Bucket=stack.settings.s3_bucket, Key=key, Body=original)
     assert fetch(got["playback_url"])[0] == 200
+
+
+def test_transcoding_is_measured(edge: Http, stack: Stack) -> None:
+    ready(edge, publish(edge, sign_up(edge))["video_id"])
+    metrics = Http(stack.topo.instances_of("upload")[0].metrics_port)
+    try:
+        text = metrics.get("/metrics").body.decode()
+    finally:
+        metrics.close()
+    lines = text.splitlines()
+    assert any(line.startswith('upload_transcode_jobs_total{outcome="ready"}') for line in lines)
+    assert any(line.startswith("upload_transcode_seconds_count") for line in lines)
+    assert any(line.startswith("upload_transcode_queue_depth") for line in lines)

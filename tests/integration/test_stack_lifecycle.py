@@ -38,7 +38,7 @@ def test_restart_keeps_users_and_stop_leaves_no_process(tmp_path: Path) -> None:
         pids = _pids(first)
     finally:
         first.stop()
-    assert len(pids) == 3 + 4 + 3  # stores, services, media edge and both Envoys
+    assert len(pids) == 3 + 4 + 4  # stores, services, media edge + its metrics, both Envoys
     assert not [pid for pid in pids if _alive(pid)]
 
     second = Stack(Topology.ephemeral(data_dir, {}), base_env(), durable=True)
