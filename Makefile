@@ -31,6 +31,7 @@ protos: gen/.stamp
 bench: $(VENV)/.installed $(VENV)/.bench gen/.stamp
 	$(PY) -m bench.uploads
 	$(PY) -m bench.likes
+	$(PY) -m bench.media
 	$(PY) -m bench.feed
 
 $(VENV)/.bench: $(VENV)/.installed requirements-bench.txt

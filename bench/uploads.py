@@ -3,22 +3,18 @@
 1. CreateVideo time for a 60 s 1080p H.264 clip (presigned PUT first; the time is the completion
    call: HEAD, ranged-read probe, thumbnail, transaction).
 2. Peak RSS of upload_svc while completing a 64 MiB upload (VmHWM before and after).
-3. Media GET throughput through the edge cache vs the same GETs uncached (the origin listener
-   behind the cache, which goes to storage every time), interleaved in rounds.
+(Media delivery and renditions: bench/media.py.)
 
     python -m bench.uploads        (make bench)
 """
 
 from __future__ import annotations
 
-import http.client
-import multiprocessing
 import statistics
 import struct
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from bench.common import run_on_own_stack
 from stack.launcher import Stack
@@ -58,27 +54,6 @@ def vm_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def _get_loop(args: tuple[str, float]) -> tuple[int, int]:
-    url, seconds = args
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    done = nbytes = 0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        conn.request("GET", parts.path)
-        r = conn.getresponse()
-        body = r.read()
-        assert r.status == 200, r.status
-        done += 1
-        nbytes += len(body)
-    return done, nbytes
-
-
-def throughput(pool: multiprocessing.pool.Pool, url: str, clients: int, seconds: float) -> float:
-    results = pool.map(_get_loop, [(url, seconds)] * clients)
-    return sum(n for n, _ in results) / seconds
-
-
 def main() -> None:
     run_on_own_stack("uploads", run)
 
@@ -101,31 +76,10 @@ def run(stack: Stack) -> dict:
     hd = make_clip(60, width=1920, height=1080, fps=24)
     encode_s = time.perf_counter() - t0
     times = []
-    video = {}
     for _ in range(3):
-        took, video = publish_timed(edge, user.token, hd)
+        took, _ = publish_timed(edge, user.token, hd)
         times.append(took)
 
-    # 3. cached vs uncached media GETs, interleaved: the 1080p clip and its thumbnail
-    media = {}
-    with multiprocessing.Pool(4) as pool:
-        for name, url in (("clip", video["playback_url"]), ("thumbnail", video["thumbnail_url"])):
-            uncached_url = url.replace(
-                f":{stack.topo.edge_port}/", f":{stack.topo.media_origin_port}/"
-            )
-            rounds: dict[str, list[float]] = {"cached": [], "uncached": []}
-            for _ in range(3):
-                rounds["cached"].append(throughput(pool, url, 4, 3.0))
-                rounds["uncached"].append(throughput(pool, uncached_url, 4, 3.0))
-            cached = statistics.median(rounds["cached"])
-            uncached = statistics.median(rounds["uncached"])
-            media[name] = {
-                "object_bytes": len(urllib.request.urlopen(url, timeout=30).read()),  # noqa: S310
-                "cached_req_per_s": round(cached, 1),
-                "uncached_req_per_s": round(uncached, 1),
-                "cached_over_uncached": round(cached / uncached, 2),
-                "rounds": {k: [round(x, 1) for x in v] for k, v in rounds.items()},
-            }
     edge.close()
     return {
         "create_video_60s_1080p_seconds": {
@@ -140,7 +94,6 @@ def run(stack: Stack) -> dict:
             "upload_svc_peak_rss_before_mib": round(hwm_before / 1024, 1),
             "upload_svc_peak_rss_after_mib": round(hwm_after / 1024, 1),
         },
-        "media_get": media,
     }
 
 

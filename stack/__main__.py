@@ -21,6 +21,7 @@ BANNER = """
 The mesh is up.
   edge (REST + gRPC)     http://127.0.0.1:{edge}
   internal (gRPC only)   127.0.0.1:{internal}
+  media edge (CDN)       http://127.0.0.1:{media}/media/   player: http://127.0.0.1:{media}/player/?hls=<hls_url>
   services               {services}
   Envoy admin            http://127.0.0.1:{edge_admin} (edge), http://127.0.0.1:{internal_admin} (internal)
   state                  {data}    logs: {data}/logs/
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         BANNER.format(
             edge=topo.edge_port,
             internal=topo.internal_port,
+            media=topo.media_port,
             edge_admin=topo.edge_admin_port,
             internal_admin=topo.internal_admin_port,
             services=", ".join(f"{i.name}:{i.grpc_port}" for i in topo.instances),

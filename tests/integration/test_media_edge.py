@@ -15,6 +15,7 @@ import pytest
 
 from mesh.clients import s3_client
 from stack.launcher import Stack
+from stack.media_metrics import cache_bytes
 from tests.helpers import Http, eventually, sign_up
 from tests.videos import clip, fetch, publish, put, ticket
 
@@ -212,8 +213,7 @@ def _children(pid: int) -> list[int]:
 
 
 def _cache_bytes(stack: Stack) -> int:
-    root = stack.topo.data_dir / "media-edge" / "cache"
-    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    return cache_bytes(stack.topo.data_dir / "media-edge" / "cache")
 
 
 def test_the_cache_bound_holds_and_the_api_stays_up(edge: Http, stack: Stack) -> None:
