@@ -30,7 +30,9 @@ from bench.common import LOAD_ENV, RESULTS, run_on_own_stack
 from bench.uploads import publish_timed
 from mesh.clients import s3_client
 from stack.launcher import Stack
+from stack.media_edge import cache_dir
 from stack.media_metrics import cache_bytes
+from stack.procs import process_tree, rss_bytes
 from tests.helpers import Http, sign_up
 from tests.videos import clip, publish
 from upload_svc.renditions import ffmpeg_binary
@@ -153,21 +155,13 @@ def wrk(url: str, seconds: int, connections: int, threads: int = 2, script: str 
 def _cpu_seconds(root: int | None) -> float:
     """CPU time of a process and its children now (nginx's cache loader comes and goes)."""
     total = 0
-    for pid in _tree(root) if root else []:
+    for pid in process_tree(root) if root else []:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
         except FileNotFoundError:
             continue
         total += int(fields[11]) + int(fields[12])  # utime + stime
     return total / os.sysconf("SC_CLK_TCK")
-
-
-def _tree(pid: int) -> list[int]:
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except FileNotFoundError:
-        return []
-    return [pid] + [p for c in children for p in _tree(int(c))]
 
 
 def _pid_of(stack: Stack, name: str) -> int:
@@ -216,19 +210,6 @@ def measure_throughput(stack: Stack, put) -> dict:
 # --- 3. the cache bound ------------------------------------------------------------------------
 
 
-def _rss_bytes(root: int) -> int:
-    total = 0
-    for pid in _tree(root):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except FileNotFoundError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
-    return total
-
-
 def measure_edge_memory(stack: Stack, put) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -236,13 +217,13 @@ def measure_edge_memory(stack: Stack, put) -> dict:
     object_size = 4 * 1024 * 1024
     body = os.urandom(object_size)
     keys = [f"m/{uuid.uuid4()}" for _ in range(10 * CACHE_LIMIT // object_size)]
-    peak = _rss_bytes(edge_pid)
+    peak = rss_bytes(edge_pid)
     stop = threading.Event()
 
     def sample() -> None:
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, _rss_bytes(edge_pid))
+            peak = max(peak, rss_bytes(edge_pid))
             time.sleep(0.05)
 
     def fill(key: str) -> None:
@@ -256,7 +237,7 @@ def measure_edge_memory(stack: Stack, put) -> dict:
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(fill, keys))
     took = time.perf_counter() - t0
-    cache = stack.topo.data_dir / "media-edge" / "cache"
+    cache = cache_dir(stack.topo)
     right_after = cache_bytes(cache)
     # nginx's cache manager evicts on its own schedule (it wakes at least every 10 s)
     deadline = time.perf_counter() + 30

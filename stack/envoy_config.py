@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import jinja2
 from google.api import annotations_pb2 as http_annotations
@@ -19,6 +18,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.descriptor_pb2 import MethodOptions
 
 from mesh.settings import SERVICES, Settings
+from stack.servers import s3_address
 from stack.topology import HOST, Topology
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml.j2"
@@ -68,10 +68,10 @@ def contract_routes() -> list[Route]:
 def _storage(settings: Settings) -> dict[str, object]:
     from upload_svc.rules import MAX_UPLOAD_BYTES
 
-    endpoint = urlsplit(settings.s3_endpoint)
+    host, port = s3_address(settings.s3_endpoint)
     return {
-        "host": endpoint.hostname or HOST,
-        "port": endpoint.port or (443 if endpoint.scheme == "https" else 80),
+        "host": host,
+        "port": port,
         "bucket": settings.s3_bucket,
         "max_upload_bytes": MAX_UPLOAD_BYTES,
     }

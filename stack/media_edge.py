@@ -6,18 +6,19 @@ nginx comes from the system (Debian's ``nginx-light``; ``make`` installs it when
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shutil
 import signal
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import jinja2
 
 from mesh.settings import Settings
 from stack.procs import Proc, is_root
+from stack.servers import s3_address
 from stack.topology import HOST, Topology
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,19 +39,31 @@ def nginx_binary() -> str:
     return found
 
 
+def state_dir(topo: Topology) -> Path:
+    return topo.data_dir / "media-edge"
+
+
+def cache_dir(topo: Topology) -> Path:
+    return state_dir(topo) / "cache"
+
+
+def access_log(topo: Topology) -> Path:
+    """One JSON line per request (cdn/nginx.conf.j2's ``edge`` format)."""
+    return topo.data_dir / "logs" / "media-edge-access.log"
+
+
 def render_media_edge_config(topo: Topology, settings: Settings) -> Path:
     """Writes ``<data>/media-edge/nginx.conf`` (and the directories it names); returns its path."""
-    state = topo.data_dir / "media-edge"
-    cache = state / "cache"
+    state, cache = state_dir(topo), cache_dir(topo)
     for d in (cache, state / "tmp", topo.data_dir / "logs"):
         d.mkdir(parents=True, exist_ok=True)
     user = group = None
     if is_root():
         entry = pwd.getpwnam(WORKER_USER)
-        user, group = entry.pw_name, entry.pw_gid
+        user, group = entry.pw_name, grp.getgrgid(entry.pw_gid).gr_name
         for d in (cache, state / "tmp"):
             shutil.chown(d, entry.pw_uid, entry.pw_gid)
-    storage = urlsplit(settings.s3_endpoint)
+    s3_host, s3_port = s3_address(settings.s3_endpoint)
     env = jinja2.Environment(  # noqa: S701 - renders an nginx config, not HTML
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
     )
@@ -58,15 +71,15 @@ def render_media_edge_config(topo: Topology, settings: Settings) -> Path:
         host=HOST,
         port=topo.media_port,
         user=user,
-        group=_group_name(group) if group is not None else None,
+        group=group,
         state_dir=state,
         cache_dir=cache,
-        log_dir=topo.data_dir / "logs",
+        access_log=access_log(topo),
         max_bytes=settings.media_cache_max_bytes,
         keys_zone_mb=KEYS_ZONE_MB,
         revalidate_seconds=settings.media_cache_revalidate_seconds,
-        s3_host=storage.hostname or HOST,
-        s3_port=storage.port or (443 if storage.scheme == "https" else 80),
+        s3_host=s3_host,
+        s3_port=s3_port,
         bucket=settings.s3_bucket,
         player_dir=PLAYER_DIR,
         hls_js=HLS_JS,
@@ -74,12 +87,6 @@ def render_media_edge_config(topo: Topology, settings: Settings) -> Path:
     path = state / "nginx.conf"
     path.write_text(text)
     return path
-
-
-def _group_name(gid: int) -> str:
-    import grp
-
-    return grp.getgrgid(gid).gr_name
 
 
 def media_edge(topo: Topology, config: Path) -> Proc:
@@ -106,8 +113,7 @@ def media_metrics(topo: Topology) -> Proc:
     return Proc(
         "media-metrics",
         [sys.executable, "-m", "stack.media_metrics",
-         "--log", str(topo.data_dir / "logs" / "media-edge-access.log"),
-         "--cache-dir", str(topo.data_dir / "media-edge" / "cache"),
+         "--log", str(access_log(topo)), "--cache-dir", str(cache_dir(topo)),
          "--port", str(topo.media_metrics_port), "--host", HOST],
         topo.data_dir / "logs" / "media-metrics.log",
         cwd=ROOT,

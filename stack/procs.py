@@ -152,3 +152,26 @@ def env_with(base: Mapping[str, str], **extra: str) -> dict[str, str]:
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants now (an empty list once it has exited)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return []
+    return [pid] + [p for c in children for p in process_tree(int(c))]
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its descendants (nginx: master and workers)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except FileNotFoundError:  # exited while we looked
+            continue
+        total += sum(
+            int(x.split()[1]) * 1024 for x in status.splitlines() if x.startswith("VmRSS:")
+        )
+    return total

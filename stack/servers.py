@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import redis
@@ -196,6 +197,12 @@ def seaweedfs(topo: Topology, access_key: str, secret_key: str, bucket: str) -> 
         stop_timeout=1.0,  # weed ignores SIGTERM: killed after this
         death_signal=signal.SIGKILL,
     )
+
+
+def s3_address(endpoint: str) -> tuple[str, int]:
+    """The host and port of an S3 endpoint URL (the scheme's port when it names none)."""
+    parts = urlsplit(endpoint)
+    return parts.hostname or HOST, parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def s3_ready(endpoint: str) -> bool:

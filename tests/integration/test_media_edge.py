@@ -9,27 +9,24 @@ import os
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from mesh.clients import s3_client
 from stack.launcher import Stack
+from stack.media_edge import access_log, cache_dir
 from stack.media_metrics import cache_bytes
+from stack.procs import rss_bytes
 from tests.helpers import Http, eventually, sign_up
 from tests.videos import clip, fetch, publish, put, ticket
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
-def access_log(stack: Stack) -> Path:
-    return stack.topo.data_dir / "logs" / "media-edge-access.log"
-
-
 def origin_fetches(stack: Stack, key: str) -> int:
     """Requests for ``key`` the edge passed to storage (its access log names the origin status)."""
     count = 0
-    for line in access_log(stack).read_text().splitlines():
+    for line in access_log(stack.topo).read_text().splitlines():
         entry = json.loads(line)
         if entry["uri"].split("?")[0].endswith(key) and entry["origin_status"]:
             count += 1
@@ -37,7 +34,7 @@ def origin_fetches(stack: Stack, key: str) -> int:
 
 
 def requests_logged(stack: Stack, key: str) -> int:
-    return sum(1 for line in access_log(stack).read_text().splitlines() if key in line)
+    return sum(1 for line in access_log(stack.topo).read_text().splitlines() if key in line)
 
 
 def media_key(url: str) -> str:
@@ -198,22 +195,8 @@ def test_a_deleted_videos_media_is_gone_from_the_edge_within_60_s(edge: Http, st
         eventually(lambda u=url: fetch(u)[0] == 404, timeout=60, interval=1)
 
 
-def _rss_kib(pid: int) -> int:
-    total = 0
-    for child in [pid, *_children(pid)]:
-        for line in Path(f"/proc/{child}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
 def _cache_bytes(stack: Stack) -> int:
-    return cache_bytes(stack.topo.data_dir / "media-edge" / "cache")
+    return cache_bytes(cache_dir(stack.topo))
 
 
 def test_the_cache_bound_holds_and_the_api_stays_up(edge: Http, stack: Stack) -> None:
@@ -237,7 +220,7 @@ def test_the_cache_bound_holds_and_the_api_stays_up(edge: Http, stack: Stack) ->
         assert set(pool.map(put_and_get, keys)) == {200}
     # the cache manager evicts least recently used entries down to the limit
     eventually(lambda: _cache_bytes(stack) <= limit + object_size, timeout=20, interval=0.5)
-    assert _rss_kib(edge_proc.pid) * 1024 <= 64 * 1024 * 1024
+    assert rss_bytes(edge_proc.pid) <= 64 * 1024 * 1024
     assert edge.get(f"/v1/users/{user.user_id}").status == 200
     # the most recent objects are still served from the cache, the first ones again from storage
     assert fetch(f"{stack.media_url}/media/{keys[0]}")[0] == 200
