@@ -76,3 +76,12 @@ def ready(edge: Http, video_id: str, timeout: float = 60) -> dict:
         return video if video["state"] == READY else None
 
     return eventually(check, timeout=timeout, interval=0.25)
+
+
+LADDER_FIELDS = ("state", "hls_url")
+
+
+def without_ladder(video: dict) -> dict:
+    """A video without the fields the transcoder changes a moment after publishing, for
+    comparing two reads that may fall on either side of READY."""
+    return {k: v for k, v in video.items() if k not in LADDER_FIELDS}

@@ -14,7 +14,7 @@ from mesh import keys
 from stack.launcher import Stack
 from tests.feeds import feed, follow, ids
 from tests.helpers import Http, eventually, sign_up, sign_up_many
-from tests.videos import publish
+from tests.videos import READY, publish
 from tiktok.v1 import feed_pb2, feed_pb2_grpc
 
 
@@ -63,7 +63,10 @@ def test_a_session_never_repeats_a_video_and_a_retried_cursor_gets_the_same_page
     creator, fan = sign_up(edge, "creator"), sign_up(edge, "fan")
     follow(edge, fan, creator)
     videos = [publish(edge, creator) for _ in range(7)]
-    eventually(lambda: len(ids(feed(edge, fan, page_size=50))) == 7)
+    # settled: a card changes once more, when its video's ladder is ready
+    eventually(
+        lambda: [v["state"] for v in feed(edge, fan, page_size=50)["items"]] == [READY] * 7, 30
+    )
     served, cursor, pages = [], "", []
     for _ in range(10):
         page = feed(edge, fan, page_size=3, cursor=cursor)

@@ -21,7 +21,17 @@ from mesh.clients import s3_client
 from stack.launcher import Stack
 from tests.clips import make_clip, make_png
 from tests.helpers import Http, eventually, sign_up
-from tests.videos import clip, complete, fetch, publish, put, ticket, uploaded
+from tests.videos import (
+    LADDER_FIELDS,
+    clip,
+    complete,
+    fetch,
+    publish,
+    put,
+    ticket,
+    uploaded,
+    without_ladder,
+)
 from tiktok.v1 import common_pb2, events_pb2
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -80,7 +90,8 @@ def test_upload_flow_publishes_a_video_whose_media_is_served(edge: Http) -> None
     assert status == 200 and headers["content-type"] == "image/jpeg"
     assert body[:3] == b"\xff\xd8\xff"
 
-    assert edge.get(f"/v1/videos/{video['video_id']}").json() == video  # anonymous read
+    read = edge.get(f"/v1/videos/{video['video_id']}").json()  # anonymous read
+    assert without_ladder(read) == without_ladder(video)
 
 
 def test_completing_the_same_upload_twice_returns_the_same_video(edge: Http) -> None:
@@ -89,7 +100,7 @@ def test_completing_the_same_upload_twice_returns_the_same_video(edge: Http) -> 
     up = uploaded(edge, user, data)
     first = complete(edge, user, up["upload_id"]).json()
     again = complete(edge, user, up["upload_id"], "another caption")
-    assert again.status == 200 and again.json() == first
+    assert again.status == 200 and without_ladder(again.json()) == without_ladder(first)
 
 
 def test_head_and_unknown_media_keys(edge: Http, stack: Stack) -> None:
@@ -148,8 +159,13 @@ def test_publish_and_delete_become_events_and_cards(edge: Http, stack: Stack) ->
     user = sign_up(edge)
     video = publish(edge, user)
     client = redis.Redis.from_url(stack.settings.redis_url)
-    card = client.get(keys.video_card(video["video_id"]))
-    assert card is not None
+
+    def settled_card() -> bytes | None:  # rewritten once more when the ladder is ready
+        card = client.get(keys.video_card(video["video_id"]))
+        ready = card and common_pb2.Video.FromString(card).state == common_pb2.VIDEO_STATE_READY
+        return card if ready else None
+
+    card = eventually(settled_card, timeout=30)
     assert common_pb2.Video.FromString(card).caption == video["caption"]
 
     def events_for(video_id: str) -> list[str]:
@@ -402,7 +418,11 @@ def test_upload_flow_with_generated_stubs_through_the_edge(edge: Http, edge_chan
         upload_pb2.CreateVideoRequest(upload_id=up.upload_id, caption="via stubs"), metadata=auth
     )
     assert video.caption == "via stubs" and video.size_bytes == len(data)
-    assert stub.GetVideo(upload_pb2.GetVideoRequest(video_id=video.video_id)) == video
+    read = stub.GetVideo(upload_pb2.GetVideoRequest(video_id=video.video_id))
+    for message in (read, video):
+        for field in LADDER_FIELDS:
+            message.ClearField(field)
+    assert read == video
     listed = stub.ListUserVideos(upload_pb2.ListUserVideosRequest(user_id=user.user_id))
     assert [v.video_id for v in listed.videos] == [video.video_id]
 
