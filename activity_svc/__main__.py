@@ -13,13 +13,13 @@ from activity_svc.credentials import Passwords, TokenIssuer
 from activity_svc.service import ActivityService
 from activity_svc.videos import VideoDirectory
 from mesh.clients import internal_channel, redis_client
-from mesh.counters import CounterMirror
 from mesh.db import apply_migrations, open_pool
 from mesh.jwtkeys import load_signing_key
 from mesh.outbox import OutboxRelay
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
 from mesh.tasks import every, running
+from readmodels.counters import CounterMirror
 from tiktok.v1 import activity_pb2_grpc, upload_pb2_grpc
 
 SCHEMA = "activity"

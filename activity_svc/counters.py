@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from activity_svc import store
 from mesh import keys
 from mesh.consumer import Entry, GroupConsumer, parse_event
-from mesh.counters import CounterMirror, Counts
+from readmodels.counters import CounterMirror, Counts
 from tiktok.v1 import events_pb2
 
 log = logging.getLogger("activity_svc.counters")

@@ -20,12 +20,12 @@ from activity_svc import rules, store
 from activity_svc.credentials import Passwords, TokenIssuer
 from activity_svc.videos import VideoDirectory, VideoRef
 from mesh.auth import require_caller
-from mesh.counters import CounterMirror, Counts
 from mesh.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from mesh.outbox import new_event, record_event
 from mesh.pagination import decode_token, encode_token
 from mesh.proto import timestamp
 from mesh.validation import page_size, parse_uuid
+from readmodels.counters import CounterMirror, Counts
 from tiktok.v1 import activity_pb2, activity_pb2_grpc, common_pb2, events_pb2
 
 log = logging.getLogger("activity_svc")

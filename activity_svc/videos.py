@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from mesh.batching import BatchLoader
-from mesh.counters import VIDEO_FIELDS
+from readmodels.counters import VIDEO_FIELDS
 from tiktok.v1 import common_pb2, upload_pb2, upload_pb2_grpc
 
 # everything but the counts, which activity_svc owns and fills in itself

@@ -7,14 +7,16 @@ from contextlib import asynccontextmanager
 
 from feed_svc.hydrate import Hydrator
 from feed_svc.queues import FeedQueues
-from feed_svc.service import FeedService, RefillRequests
+from feed_svc.refills import RefillRequests
+from feed_svc.replicafeed import ReplicaFeed
+from feed_svc.service import FeedService
 from mesh.breaker import Breaker
 from mesh.clients import internal_channel, redis_client
-from mesh.counters import CounterMirror, VideoCountsSource
 from mesh.db import open_pool
 from mesh.redismux import SharedConnection
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
+from readmodels.counters import CounterMirror, VideoCountsSource
 from tiktok.v1 import activity_pb2_grpc, feed_pb2_grpc, precache_pb2_grpc, upload_pb2_grpc
 
 
@@ -35,7 +37,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         FeedQueues(redis, shared),
         hydrator,
         refills,
-        replica,
+        ReplicaFeed(replica),
         breaker,
         cold_path_only=settings.feed_cold_path_only,
     )

@@ -13,8 +13,8 @@ import redis.asyncio as aioredis
 
 from mesh import keys
 from mesh.breaker import FAST_READ_SECONDS, Breaker
-from mesh.counters import VIDEO_FIELDS, VideoCountsSource
 from mesh.interceptors import DEPENDENCY_ERRORS
+from readmodels.counters import VIDEO_FIELDS, VideoCountsSource
 from tiktok.v1 import common_pb2, upload_pb2, upload_pb2_grpc
 
 log = logging.getLogger("feed_svc.hydrate")

@@ -18,17 +18,20 @@ from redis.commands.core import AsyncScript
 from feed_svc.hydrate import Hydration, hydration
 from mesh import keys
 from mesh.redismux import SharedConnection
+from readmodels.feed import (
+    GLOBAL_FEED_USER,
+    LEFT_ENOUGH,
+    MAX_MORE_USERS,
+    MAX_PER_CREATOR,
+    QUEUE_SIZE,
+)
 from tiktok.v1 import feed_pb2
 
-QUEUE_CAP = 500
-LEFT_ENOUGH = 21  # unseen entries counted past a page: enough to compare with LOW_WATER
-MAX_MORE_USERS = 1000  # FeedBatch.more_user_ids
 BATCH_MARKER_SECONDS = 3600
 QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a queue lives a month from its last build ...
 # ... a personal for-you queue ten minutes: then the next read asks for one from the newer ranking
 FOR_YOU_QUEUE_SECONDS = 600
 SESSION_SECONDS = 3600  # a feed session's seen set and page memos
-MAX_PER_CREATOR = 2  # videos of one creator in one for-you page
 
 # a key of keys.py as (prefix, suffix) around an id, for scripts that build keys of ids they read
 _CARD_KEY = tuple(keys.video_card("\0").split("\0"))
@@ -224,18 +227,18 @@ class FeedQueues:
             with_creators = kind == "for_you"
             args: list[object] = [
                 "1" if batch.replace else "0",
-                QUEUE_CAP,
+                QUEUE_SIZE,
                 BATCH_MARKER_SECONDS,
                 # a personal for-you queue follows the ranking; the global one (rebuilt every
                 # 10 s) and following queues must outlive a builder that is down for a while
                 FOR_YOU_QUEUE_SECONDS
-                if kind == "for_you" and batch.user_id != keys.GLOBAL_FEED_USER
+                if kind == "for_you" and batch.user_id != GLOBAL_FEED_USER
                 else QUEUE_IDLE_SECONDS,
                 "1" if with_creators else "0",
             ]
-            # only the best QUEUE_CAP adds can survive the cap, whatever the queue holds; this
+            # only the best QUEUE_SIZE adds can survive the cap, whatever the queue holds; this
             # also keeps the script's trim within Lua's unpack limit
-            adds = sorted(batch.add, key=lambda e: e.score, reverse=True)[:QUEUE_CAP]
+            adds = sorted(batch.add, key=lambda e: e.score, reverse=True)[:QUEUE_SIZE]
             args.append(len(adds))
             for entry in adds:
                 args += [entry.video_id, entry.creator_id, entry.score]

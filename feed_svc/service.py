@@ -1,51 +1,37 @@
 """FeedService servicer: GET /v1/feed from the queues in Redis, and the stream that fills them.
 
-The following feed is the caller's own queue; the for-you feed reads the global ranked queue
-(the for-you queue of GLOBAL_FEED_USER) with creator diversity. A feed session is a cursor over
-a queue: each page is chosen, memoised and marked seen atomically, so a retried cursor gets the
-same page and no video comes twice in a session.
+The following feed is the caller's own queue; the for-you feed reads the caller's personal
+queue, else the global ranked one (the for-you queue of GLOBAL_FEED_USER), with creator
+diversity. A feed session is a cursor over a queue: each page is chosen, memoised and marked
+seen atomically, so a retried cursor gets the same page and no video comes twice in a session.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 import uuid
+from dataclasses import dataclass
 
 import grpc
-import redis.exceptions
 from prometheus_client import Counter, Histogram
-from psycopg_pool import AsyncConnectionPool
 
+from feed_svc.applier import apply_stream
 from feed_svc.hydrate import Hydrator
-from feed_svc.queues import MAX_PER_CREATOR, FeedQueues, Page
-from mesh import keys
+from feed_svc.queues import FeedQueues, Page
+from feed_svc.refills import RefillRequests
+from feed_svc.replicafeed import ReplicaFeed
 from mesh.auth import caller_id
 from mesh.breaker import FAST_READ_SECONDS, Breaker
-from mesh.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
-from mesh.feedreads import following_videos, trending
+from mesh.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from mesh.interceptors import DEPENDENCY_ERRORS
 from mesh.pagination import decode_token, encode_token
 from mesh.validation import page_size, parse_uuid
-from tiktok.v1 import feed_pb2, feed_pb2_grpc, precache_pb2, precache_pb2_grpc
+from readmodels.feed import GLOBAL_FEED_USER, LOW_WATER
+from tiktok.v1 import feed_pb2, feed_pb2_grpc
 
-log = logging.getLogger("feed_svc")
-
-KINDS = ("following", "for_you")
+# A feed's name in the API (GetFeedRequest.kind) and in Redis keys; the builder's FeedKind
+FEED_KINDS = {"following": feed_pb2.FEED_KIND_FOLLOWING, "for_you": feed_pb2.FEED_KIND_FOR_YOU}
 DEFAULT_PAGE, MAX_PAGE = 10, 50
-URGENT_INTERVAL = 0.5  # a missing queue is asked for again after this, not on every read
-LOW_WATER = 20  # unseen entries left below which the builder is asked for a refill
-COLD_DEADLINE_SECONDS = 0.5
-TRENDING_DAYS = 7
-APPLY_CHUNK = 500
-# Redis replies that mean "not now" (full, a read-only replica after failover), not "never"
-UNAVAILABLE_REPLIES = (
-    redis.exceptions.OutOfMemoryError,
-    redis.exceptions.ReadOnlyError,
-)  # batches applied per Redis pipeline
-INBOX = 2000  # batches read ahead of the applier: bounds memory, pushes back on the sender
-
 
 # what a missing queue reads as (FEED_COLD_PATH_ONLY reads every queue as missing)
 NO_QUEUE = Page(video_ids=[], replayed=False, unseen_left=0, queue_exists=False, hydration={})
@@ -64,38 +50,24 @@ UNSEEN_LEFT = Histogram(
 )
 
 
-class RefillRequests:
-    """Asks the builder for refills without waiting for it (the builder deduplicates across
-    processes). From this process: one ask in flight per user and kind, and at most one every
-    ``interval`` seconds (a missing queue: every URGENT_INTERVAL, not on every read; a queue
-    that builds empty, say a user who follows nobody, stays missing)."""
+@dataclass(frozen=True)
+class PageAsk:
+    """One GetFeed call, validated: page ``number`` of ``session`` over the ``feed`` feed."""
 
-    def __init__(self, stub: precache_pb2_grpc.PrecacheServiceStub, interval: float = 2.0):
-        self.stub = stub
-        self.interval = interval
-        self._last: dict[tuple[str, int, bool], float] = {}  # (user, kind, urgent)
-        self._in_flight: dict[tuple[str, int, bool], asyncio.Task[None]] = {}
+    feed: str  # a FEED_KINDS name
+    caller: str | None  # the signed-in user
+    session: str
+    number: int
+    size: int
+    cursor_scope: str  # what the session's cursors are bound to (mesh.pagination)
 
-    def request(self, user_id: str, kind: int, *, urgent: bool = False) -> None:
-        key = (user_id, kind, urgent)  # an urgent ask never waits behind a routine one
-        now = time.monotonic()
-        interval = URGENT_INTERVAL if urgent else self.interval
-        if key in self._in_flight or now - self._last.get(key, -1e9) < interval:
-            return
-        if len(self._last) > 100_000:
-            self._last.clear()
-        self._last[key] = now
-        task = asyncio.create_task(self._send(user_id, kind))
-        self._in_flight[key] = task
-        task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+    @property
+    def reader(self) -> str:
+        """Whose served set the page is checked against: the user, else the session."""
+        return self.caller or self.session
 
-    async def _send(self, user_id: str, kind: int) -> None:
-        try:
-            await self.stub.RequestRefill(
-                precache_pb2.RequestRefillRequest(user_id=user_id, kind=kind), timeout=1.0
-            )
-        except grpc.aio.AioRpcError as e:
-            log.warning("refill request not delivered: %s", e.code().name)
+    def next_cursor(self) -> str:
+        return encode_token(self.cursor_scope, [self.session, self.number + 1])
 
 
 class FeedService(feed_pb2_grpc.FeedServiceServicer):
@@ -104,7 +76,7 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         queues: FeedQueues,
         hydrator: Hydrator,
         refills: RefillRequests,
-        replica: AsyncConnectionPool,
+        replica: ReplicaFeed,
         breaker: Breaker,
         *,
         cold_path_only: bool = False,
@@ -116,178 +88,120 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         self.breaker = breaker
         self.cold_path_only = cold_path_only  # FEED_COLD_PATH_ONLY
 
-    async def GetFeed(self, request, context):
-        caller = caller_id(context)
-        kind = request.kind or "for_you"
-        if kind not in KINDS:
-            raise InvalidArgument("kind", f"must be 'following' or 'for_you', got {kind[:40]!r}")
-        if request.user_id:
-            if caller is None:
-                raise Unauthenticated("user_id needs a signed-in user: send a token")
-            if parse_uuid(request.user_id, "user_id") != uuid.UUID(caller):
-                raise PermissionDenied("user_id must be the signed-in user: feeds are personal")
-        if kind == "following" and caller is None:
-            raise Unauthenticated("the following feed needs a signed-in user: send a token")
-        size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
-        cursor_kind = f"feed:{kind}:{caller or 'anonymous'}"
-        session, number = _position(decode_token(request.cursor, cursor_kind, "cursor"))
-        reader = caller or session
+    async def GetFeed(
+        self, request: feed_pb2.GetFeedRequest, context: grpc.aio.ServicerContext
+    ) -> feed_pb2.GetFeedResponse:
+        ask = _page_ask(request, caller_id(context))
         if not self.breaker.available():
-            return await self._degraded_page(kind, caller, cursor_kind, session, number, size)
+            return await self._degraded_page(ask)
         try:
             async with asyncio.timeout(FAST_READ_SECONDS):
-                page, owner = await self._queue_page(kind, caller, reader, session, number, size)
+                page, owner = await self._queue_page(ask)
         except DEPENDENCY_ERRORS as e:
             self.breaker.failed(e)  # then the replica, for this and the next few seconds
-            return await self._degraded_page(kind, caller, cursor_kind, session, number, size)
-        personal = kind == "for_you" and owner != keys.GLOBAL_FEED_USER
-        video_ids = page.video_ids
-        source = "replay" if page.replayed else "queue"
-        refill = not self.cold_path_only
-        if kind == "following" and not page.replayed:
-            assert caller is not None
-            if not page.queue_exists:
-                # cold: a first page from the replica now, the whole queue from the builder
-                if refill:
-                    self.refills.request(caller, feed_pb2.FEED_KIND_FOLLOWING, urgent=True)
-                candidates = await self._cold_candidates(caller, size, number)
-                video_ids = await self.queues.record_page(reader, session, number, size, candidates)
-                source = "cold"
-            elif page.unseen_left < LOW_WATER and refill:
-                self.refills.request(caller, feed_pb2.FEED_KIND_FOLLOWING)
-            UNSEEN_LEFT.labels(kind).observe(max(page.unseen_left, 0))
-        elif personal and not page.replayed and page.unseen_left < LOW_WATER and refill:
-            self.refills.request(owner, feed_pb2.FEED_KIND_FOR_YOU)
-        elif kind == "for_you" and not page.queue_exists and not page.replayed:
-            # no ranking in Redis (a fresh or flushed one): the builder computes one now, and
-            # this page comes from the replica's ranking
-            if refill:
-                self.refills.request(keys.GLOBAL_FEED_USER, feed_pb2.FEED_KIND_FOR_YOU, urgent=True)
-            candidates = await self._cold_ranking(size, number)
-            video_ids = await self.queues.record_page(reader, session, number, size, candidates)
-            source = "cold"
-        READS.labels(kind, source).inc()
+            return await self._degraded_page(ask)
+        video_ids, source = await self._settle(ask, page, owner)
+        READS.labels(ask.feed, source).inc()
         # a queue's page comes with its cards and counts, read by the same script
         read = page.hydration if source != "cold" else None
         videos = await self.hydrator.videos(video_ids, read)
         # no cursor once the session has nothing more right now (a later session will)
         more = bool(video_ids) and (source == "cold" or page.unseen_left > 0)
-        next_cursor = encode_token(cursor_kind, [session, number + 1]) if more else ""
-        return feed_pb2.GetFeedResponse(items=videos, next_cursor=next_cursor)
+        return feed_pb2.GetFeedResponse(items=videos, next_cursor=ask.next_cursor() if more else "")
 
-    async def _queue_page(
-        self, kind: str, caller: str | None, reader: str, session: str, number: int, size: int
-    ) -> tuple[Page, str]:
+    async def _queue_page(self, ask: PageAsk) -> tuple[Page, str]:
         """The session's page from the caller's queue (the global one when anonymous), and
         whose queue that was. A signed-in for-you reader without a queue of their own (not yet
         built, or expired) reads the global one meanwhile, and theirs is asked for."""
-        owner = caller or keys.GLOBAL_FEED_USER
+        owner = ask.caller or GLOBAL_FEED_USER
         if self.cold_path_only:
             return NO_QUEUE, owner
         # a signed-in for-you reader skips what any of their recent sessions served
-        seen_scope = "for_you" if kind == "for_you" and caller else None
-        page = await self.queues.next_page(owner, kind, reader, session, number, size, seen_scope)
-        if kind == "for_you" and owner != keys.GLOBAL_FEED_USER and not page.queue_exists:
+        seen_scope = "for_you" if ask.feed == "for_you" and ask.caller else None
+        page = await self._next_page(owner, ask, seen_scope)
+        if ask.feed == "for_you" and owner != GLOBAL_FEED_USER and not page.queue_exists:
             self.refills.request(owner, feed_pb2.FEED_KIND_FOR_YOU, urgent=True)
-            owner = keys.GLOBAL_FEED_USER
-            page = await self.queues.next_page(
-                owner, kind, reader, session, number, size, seen_scope
-            )
+            owner = GLOBAL_FEED_USER
+            page = await self._next_page(owner, ask, seen_scope)
         return page, owner
 
-    async def _degraded_page(
-        self, kind: str, caller: str | None, cursor_kind: str, session: str, number: int, size: int
-    ) -> feed_pb2.GetFeedResponse:
-        """Redis is down: page ``number`` of a list computed from the replica (the following
-        videos, or the ranking), by offset; no memo, so a session is as stable as the list."""
-        limit = size * (number + 1)
-        try:
-            async with asyncio.timeout(COLD_DEADLINE_SECONDS):
-                async with self.replica.connection() as conn:
-                    if kind == "following":
-                        assert caller is not None
-                        rows = await following_videos(conn, uuid.UUID(caller), limit)
-                        listed = [str(r.video_id) for r in rows]
-                    else:
-                        ranked = await trending(conn, TRENDING_DAYS, limit * 3)
-                        listed = _diverse(ranked)
-        except (TimeoutError, *DEPENDENCY_ERRORS) as e:
-            log.warning("degraded feed page not built either: %r", e)
-            listed = []
-        video_ids = listed[number * size : limit]
-        READS.labels(kind, "degraded").inc()
-        videos = await self.hydrator.videos(video_ids)
-        more = len(video_ids) == size
-        return feed_pb2.GetFeedResponse(
-            items=videos,
-            next_cursor=encode_token(cursor_kind, [session, number + 1]) if more else "",
+    def _next_page(self, owner: str, ask: PageAsk, seen_scope: str | None):
+        return self.queues.next_page(
+            owner, ask.feed, ask.reader, ask.session, ask.number, ask.size, seen_scope
         )
 
-    async def _cold_ranking(self, size: int, number: int) -> list[str]:
-        try:
-            async with asyncio.timeout(COLD_DEADLINE_SECONDS):
-                async with self.replica.connection() as conn:
-                    ranked = await trending(conn, TRENDING_DAYS, size * (number + 2) * 3)
-        except (TimeoutError, *DEPENDENCY_ERRORS) as e:
-            log.warning("cold for-you page not built: %r", e)
-            return []
-        return _diverse(ranked)
+    async def _settle(self, ask: PageAsk, page: Page, owner: str) -> tuple[list[str], str]:
+        """What a queue read means: the page's ids and their source. A replay is served as it
+        was; a missing queue (a miss) is asked of the builder and this page is built from the
+        replica ("cold"); a queue running low is asked to be refilled."""
+        if page.replayed:
+            return page.video_ids, "replay"
+        refill = not self.cold_path_only
+        kind = FEED_KINDS[ask.feed]
+        if ask.feed == "following":
+            UNSEEN_LEFT.labels(ask.feed).observe(max(page.unseen_left, 0))
+        if not page.queue_exists:
+            # following: the caller's queue; for-you: the global ranking (a fresh or flushed
+            # Redis) is built now, and this page comes from the replica
+            queue_owner = ask.caller if ask.feed == "following" else GLOBAL_FEED_USER
+            if refill:
+                assert queue_owner is not None
+                self.refills.request(queue_owner, kind, urgent=True)
+            candidates = await self._cold_candidates(ask)
+            recorded = await self.queues.record_page(
+                ask.reader, ask.session, ask.number, ask.size, candidates
+            )
+            return recorded, "cold"
+        # the global ranking is rebuilt on a timer, not on demand
+        if page.unseen_left < LOW_WATER and refill and owner != GLOBAL_FEED_USER:
+            self.refills.request(owner, kind)
+        return page.video_ids, "queue"
 
-    async def _cold_candidates(self, user_id: str, size: int, number: int) -> list[str]:
-        """The newest videos of the user's followees, straight from the replica, within a tight
-        deadline (a slow replica gives an empty page, not a slow one)."""
-        # enough to skip what earlier pages of the session served (a first page has none)
-        limit = size * (number + 1) + (size if number else 0)
-        try:
-            async with asyncio.timeout(COLD_DEADLINE_SECONDS):
-                async with self.replica.connection() as conn:
-                    rows = await following_videos(conn, uuid.UUID(user_id), limit)
-        except (TimeoutError, *DEPENDENCY_ERRORS) as e:
-            log.warning("cold feed page not built: %r", e)
-            return []
-        return [str(r.video_id) for r in rows]
+    async def _cold_candidates(self, ask: PageAsk) -> list[str]:
+        if ask.feed == "following":
+            assert ask.caller is not None
+            # enough to skip what earlier pages of the session served (a first page has none)
+            limit = ask.size * (ask.number + 1) + (ask.size if ask.number else 0)
+            return await self.replica.following(ask.caller, limit, "cold feed page")
+        return await self.replica.ranking(ask.size * (ask.number + 2) * 3, "cold for-you page")
+
+    async def _degraded_page(self, ask: PageAsk) -> feed_pb2.GetFeedResponse:
+        """Redis is down: page ``number`` of a list computed from the replica (the following
+        videos, or the ranking), by offset; no memo, so a session is as stable as the list."""
+        limit = ask.size * (ask.number + 1)
+        what = "degraded feed page"
+        if ask.feed == "following":
+            assert ask.caller is not None
+            listed = await self.replica.following(ask.caller, limit, what)
+        else:
+            listed = await self.replica.ranking(limit * 3, what)
+        video_ids = listed[ask.number * ask.size : limit]
+        READS.labels(ask.feed, "degraded").inc()
+        videos = await self.hydrator.videos(video_ids)
+        more = len(video_ids) == ask.size
+        return feed_pb2.GetFeedResponse(items=videos, next_cursor=ask.next_cursor() if more else "")
 
     async def StreamFeedBatches(self, request_iterator, context):
-        """Reads batches ahead into a bounded inbox; applies whatever has arrived in one
-        pipeline, in order; acknowledges them in order once applied."""
-        inbox: asyncio.Queue[feed_pb2.FeedBatch | None] = asyncio.Queue(INBOX)
+        async for ack in apply_stream(self.queues, request_iterator):
+            yield ack
 
-        async def receive() -> None:
-            try:
-                async for batch in request_iterator:
-                    await inbox.put(batch)
-            finally:
-                await inbox.put(None)
 
-        receiver = asyncio.create_task(receive())
-        # a client that goes away ends receive() with an error: seen here, not logged as lost
-        receiver.add_done_callback(lambda t: t.cancelled() or t.exception())
-        try:
-            while True:
-                first = await inbox.get()
-                if first is None:
-                    return
-                chunk = [first]
-                while len(chunk) < APPLY_CHUNK and not inbox.empty():
-                    nxt = inbox.get_nowait()
-                    if nxt is None:
-                        inbox.put_nowait(None)
-                        break
-                    chunk.append(nxt)
-                try:
-                    await self.queues.apply(chunk)
-                except redis.exceptions.ResponseError as e:
-                    if isinstance(e, UNAVAILABLE_REPLIES) or str(e).startswith(
-                        ("BUSY", "NOSCRIPT")
-                    ):
-                        raise Unavailable("feed queues are not writable right now") from e
-                    # Redis refused a script (a batch it cannot apply), not an outage: drop
-                    # the chunk like a malformed batch, so it cannot stall the stream forever
-                    log.exception("feed batches dropped: Redis refused them")
-                for batch in chunk:
-                    yield feed_pb2.FeedBatchAck(batch_id=batch.batch_id)
-        finally:
-            receiver.cancel()
+def _page_ask(request: feed_pb2.GetFeedRequest, caller: str | None) -> PageAsk:
+    """The request checked against the caller: feeds are personal, following needs a user."""
+    feed = request.kind or "for_you"
+    if feed not in FEED_KINDS:
+        raise InvalidArgument("kind", f"must be 'following' or 'for_you', got {feed[:40]!r}")
+    if request.user_id:
+        if caller is None:
+            raise Unauthenticated("user_id needs a signed-in user: send a token")
+        if parse_uuid(request.user_id, "user_id") != uuid.UUID(caller):
+            raise PermissionDenied("user_id must be the signed-in user: feeds are personal")
+    if feed == "following" and caller is None:
+        raise Unauthenticated("the following feed needs a signed-in user: send a token")
+    size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
+    scope = f"feed:{feed}:{caller or 'anonymous'}"
+    session, number = _position(decode_token(request.cursor, scope, "cursor"))
+    return PageAsk(feed, caller, session, number, size, scope)
 
 
 def _position(position: list | None) -> tuple[str, int]:
@@ -306,15 +220,3 @@ def _position(position: list | None) -> tuple[str, int]:
             "cursor", "is not a cursor this feed returned; start again without one"
         )
     return position[0], position[1]
-
-
-def _diverse(ranked: list[tuple[uuid.UUID, uuid.UUID, float]]) -> list[str]:
-    """The ranked video ids with at most MAX_PER_CREATOR of any creator in the whole list, so
-    every page cut from it keeps the for-you diversity rule."""
-    per_creator: dict[uuid.UUID, int] = {}
-    kept = []
-    for video_id, creator_id, _ in ranked:
-        if per_creator.get(creator_id, 0) < MAX_PER_CREATOR:
-            per_creator[creator_id] = per_creator.get(creator_id, 0) + 1
-            kept.append(str(video_id))
-    return kept

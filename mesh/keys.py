@@ -25,11 +25,6 @@ def user_counts(user_id: str) -> str:
     return f"counts:u:{{{user_id}}}"
 
 
-# The for-you queue of this (nil) user id is the global trending list: anonymous readers get
-# it, and it is what every for-you feed falls back to.
-GLOBAL_FEED_USER = "00000000-0000-0000-0000-000000000000"
-
-
 def feed_queue(user_id: str, kind: str) -> str:
     """A user's feed queue (``kind`` is ``following`` or ``for_you``): a sorted set of video
     ids scored by rank (publish time in ms for following), capped by feed_svc."""

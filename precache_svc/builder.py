@@ -8,7 +8,6 @@ is a set operation (add with a fixed score, remove) that is harmless to repeat a
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
@@ -19,25 +18,28 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from psycopg_pool import AsyncConnectionPool
 
-from mesh import keys
 from mesh.consumer import Entry, parse_event
-from mesh.feedreads import QueuedVideo, following_videos, trending
-from precache_svc import store
 from precache_svc.stream import FeedStream
+from readmodels import replica
+from readmodels.feed import (
+    GLOBAL_FEED_USER,
+    QUEUE_SIZE,
+    RANKING_SIZE,
+    TRENDING_DAYS,
+    USERS_PER_BATCH,
+    QueuedVideo,
+    Ranked,
+    personal_ranking,
+)
 from tiktok.v1 import events_pb2, feed_pb2
 
 log = logging.getLogger("precache_svc.builder")
 
 FOLLOWING, FOR_YOU = feed_pb2.FEED_KIND_FOLLOWING, feed_pb2.FEED_KIND_FOR_YOU
-QUEUE_SIZE = 500
 BACKFILL_VIDEOS = 20  # a new follow brings this many of the followee's newest videos
 PURGE_VIDEOS = 500  # an unfollow removes up to this many of the followee's videos
 FANOUT_PAGE = 10_000
-USERS_PER_BATCH = 1000  # FeedBatch.more_user_ids: one stream message per 1,000 followers
-TRENDING_DAYS = 7
-RANKING_SIZE = 3 * QUEUE_SIZE  # what personal for-you queues are chosen from
 RECENT_LIKES = 200  # the likes a personal for-you queue is weighted by
-AFFINITY = 0.5  # a liked creator's videos rank (1 + AFFINITY × likes, at most 5) higher
 
 FANOUT_LAG = Histogram(
     "feed_fanout_lag_seconds",
@@ -61,7 +63,7 @@ class Builder:
         self.stream = stream
         self.hot = hot_creator_followers
         # the last global ranking, (video_id, creator_id, score) best first, for personal builds
-        self.ranking: list[tuple[str, str, float]] = []
+        self.ranking: list[Ranked] = []
 
     # --- events -----------------------------------------------------------------------------
 
@@ -94,7 +96,7 @@ class Builder:
         published = event.video_published
         creator = uuid.UUID(published.creator_id)
         async with self.replica.connection() as conn:
-            followers = await store.follower_count(conn, creator)
+            followers = await replica.follower_count(conn, creator)
         if followers > self.hot:
             return "hot_creator_pulled"
         entry = feed_pb2.FeedEntry(
@@ -111,14 +113,14 @@ class Builder:
         (Reads also drop it: its card is gone. This keeps queues clean.)"""
         deleted = event.video_deleted
         removal = [deleted.video_id]
-        await self._to_user(event, keys.GLOBAL_FEED_USER, FOR_YOU, remove_video_ids=removal)
+        await self._to_user(event, GLOBAL_FEED_USER, FOR_YOU, remove_video_ids=removal)
         await self._to_followers(event, uuid.UUID(deleted.creator_id), remove_video_ids=removal)
         return "purged"
 
     async def backfill(self, event: events_pb2.Event) -> str:
         follow = event.follow
         async with self.replica.connection() as conn:
-            videos = await store.recent_videos_of(
+            videos = await replica.recent_videos_of(
                 conn, uuid.UUID(follow.followee_id), BACKFILL_VIDEOS
             )
         if videos:
@@ -130,7 +132,9 @@ class Builder:
     async def purge_followee(self, event: events_pb2.Event) -> str:
         follow = event.follow
         async with self.replica.connection() as conn:
-            video_ids = await store.video_ids_of(conn, uuid.UUID(follow.followee_id), PURGE_VIDEOS)
+            video_ids = await replica.video_ids_of(
+                conn, uuid.UUID(follow.followee_id), PURGE_VIDEOS
+            )
         if video_ids:
             await self._to_user(event, follow.follower_id, FOLLOWING, remove_video_ids=video_ids)
         return "purged"
@@ -176,7 +180,7 @@ class Builder:
 
         async def read(before: int | None) -> list[tuple[int, str]]:
             async with self.replica.connection() as conn:
-                return await store.follower_ids_page(conn, creator, before, FANOUT_PAGE)
+                return await replica.follower_ids_page(conn, creator, before, FANOUT_PAGE)
 
         rows = await read(None)
         while rows:
@@ -194,7 +198,7 @@ class Builder:
     async def build_following(self, user_id: str) -> None:
         """Rebuilds a user's following queue from the replica (a replace batch)."""
         async with self.replica.connection() as conn:
-            videos = await following_videos(conn, uuid.UUID(user_id), QUEUE_SIZE)
+            videos = await replica.following_videos(conn, uuid.UUID(user_id), QUEUE_SIZE)
         await self.stream.send(
             [
                 feed_pb2.FeedBatch(
@@ -211,9 +215,9 @@ class Builder:
     async def refresh_trending(self) -> None:
         """Ranks recent videos and replaces the global for-you queue with the top ones."""
         async with self.replica.connection() as conn:
-            ranked = await trending(conn, TRENDING_DAYS, RANKING_SIZE)
+            ranked = await replica.trending(conn, TRENDING_DAYS, RANKING_SIZE)
         self.ranking = [(str(v), str(c), score) for v, c, score in ranked]
-        await self._send_for_you(keys.GLOBAL_FEED_USER, self.ranking[:QUEUE_SIZE])
+        await self._send_for_you(GLOBAL_FEED_USER, self.ranking[:QUEUE_SIZE])
 
     async def build_for_you(self, user_id: str) -> None:
         """A user's own for-you queue: the global ranking with the creators they liked lately
@@ -223,21 +227,11 @@ class Builder:
         if not self.ranking:
             await self.refresh_trending()
         async with self.replica.connection() as conn:
-            liked = await store.recent_likes(conn, uuid.UUID(user_id), RECENT_LIKES)
-        affinity = collections.Counter(creator for _, creator in liked)
-        liked_ids = {video for video, _ in liked}
-        personal = sorted(
-            (
-                (video, creator, score * (1 + AFFINITY * min(affinity[creator], 5)))
-                for video, creator, score in self.ranking
-                if video not in liked_ids and creator != user_id
-            ),
-            key=lambda e: e[2],
-            reverse=True,
-        )
+            liked = await replica.recent_likes(conn, uuid.UUID(user_id), RECENT_LIKES)
+        personal = personal_ranking(self.ranking, user_id, liked)
         await self._send_for_you(user_id, personal[:QUEUE_SIZE])
 
-    async def _send_for_you(self, user_id: str, ranked: list[tuple[str, str, float]]) -> None:
+    async def _send_for_you(self, user_id: str, ranked: list[Ranked]) -> None:
         await self.stream.send(
             [
                 feed_pb2.FeedBatch(

@@ -7,11 +7,11 @@ import asyncio
 import itertools
 import logging
 
-from mesh import keys
 from mesh.errors import InvalidArgument, Unavailable
 from mesh.interceptors import is_dependency_failure
 from mesh.validation import parse_uuid
 from precache_svc.builder import Builder
+from readmodels.feed import GLOBAL_FEED_USER
 from tiktok.v1 import feed_pb2, precache_pb2, precache_pb2_grpc
 
 log = logging.getLogger("precache_svc")
@@ -59,7 +59,7 @@ class RefillQueue:
             try:
                 if kind == feed_pb2.FEED_KIND_FOLLOWING:
                     await self.builder.build_following(user_id)
-                elif user_id == keys.GLOBAL_FEED_USER:  # the global ranking
+                elif user_id == GLOBAL_FEED_USER:  # the global ranking
                     await self.builder.refresh_trending()
                 else:
                     await self.builder.build_for_you(user_id)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from mesh.breaker import Breaker
 from mesh.clients import internal_channel, redis_client, s3_client
-from mesh.counters import CounterMirror, VideoCountsSource
 from mesh.db import apply_migrations, open_pool
 from mesh.outbox import OutboxRelay
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
 from mesh.tasks import every, running
+from readmodels.counters import CounterMirror, VideoCountsSource
 from tiktok.v1 import activity_pb2_grpc, upload_pb2_grpc
 from upload_svc.cards import Cards
 from upload_svc.janitor import (

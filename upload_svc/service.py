@@ -19,12 +19,12 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from psycopg_pool import AsyncConnectionPool
 
 from mesh.auth import require_caller
-from mesh.counters import VIDEO_FIELDS, VideoCountsSource
 from mesh.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from mesh.outbox import new_event, record_event
 from mesh.pagination import decode_token, encode_token
 from mesh.proto import timestamp
 from mesh.validation import page_size, parse_uuid
+from readmodels.counters import VIDEO_FIELDS, VideoCountsSource
 from tiktok.v1 import common_pb2, events_pb2, upload_pb2, upload_pb2_grpc
 from upload_svc import rules, store
 from upload_svc.cards import Cards, video_message

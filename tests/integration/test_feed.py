@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from mesh import keys
+from readmodels.feed import GLOBAL_FEED_USER
 from stack.launcher import Stack
 from tests.feeds import feed, follow, ids
 from tests.helpers import Http, eventually, sign_up, sign_up_many
@@ -233,7 +234,7 @@ def test_a_signed_in_for_you_reader_gets_a_queue_of_their_own(edge: Http, stack:
     assert edge.post("/v1/likes", {"video_id": liked["video_id"]}, token=reader.token).status == 200
     r = redis.Redis.from_url(stack.settings.redis_url, decode_responses=True)
     try:
-        ranking = keys.feed_queue(keys.GLOBAL_FEED_USER, "for_you")
+        ranking = keys.feed_queue(GLOBAL_FEED_USER, "for_you")
         eventually(lambda: r.zscore(ranking, newer_of_other["video_id"]) is not None, 30)
         assert feed(edge, reader, "for_you")["items"]  # served (the global queue meanwhile)
         own = keys.feed_queue(reader.user_id, "for_you")

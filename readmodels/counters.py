@@ -22,7 +22,7 @@ from mesh.breaker import FAST_READ_SECONDS, Breaker
 from mesh.interceptors import DEPENDENCY_ERRORS
 from tiktok.v1 import activity_pb2, activity_pb2_grpc, common_pb2
 
-log = logging.getLogger("mesh.counters")
+log = logging.getLogger("readmodels.counters")
 
 MIRROR_TTL_SECONDS = 7 * 24 * 3600
 
@@ -73,9 +73,6 @@ class CounterMirror:
     async def read_videos(self, video_ids: Sequence[str]) -> dict[str, tuple[int, ...]]:
         """The mirrored counts of the videos that have an entry; misses are left out."""
         return await self._read(keys.video_counts, VIDEO_FIELDS, video_ids)
-
-    async def read_users(self, user_ids: Sequence[str]) -> dict[str, tuple[int, ...]]:
-        return await self._read(keys.user_counts, USER_FIELDS, user_ids)
 
     async def _read(
         self, key_of, fields: tuple[str, ...], ids: Sequence[str]
