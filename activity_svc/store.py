@@ -46,12 +46,6 @@ async def user_by_handle(conn: AsyncConnection, handle: str) -> UserRow | None:
     return await cur.fetchone()
 
 
-async def user_by_id(conn: AsyncConnection, user_id: uuid.UUID) -> UserRow | None:
-    cur = conn.cursor(row_factory=class_row(UserRow))
-    await cur.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE user_id = %s", [user_id])
-    return await cur.fetchone()
-
-
 async def update_password_hash(
     conn: AsyncConnection, user_id: uuid.UUID, password_hash: str
 ) -> None:
@@ -116,10 +110,11 @@ _PAIR_COLUMNS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class PairRow:
-    """One follow, like or favorite: (follower, followee) or (user, video), and when."""
+    """One follow, like or favorite, and when: ``actor_id`` follows or likes ``target_id``
+    (follower → followee, user → video)."""
 
-    a: uuid.UUID
-    b: uuid.UUID
+    actor_id: uuid.UUID
+    target_id: uuid.UUID
     created_at: datetime
 
 
@@ -130,7 +125,8 @@ def _pair_names(relation: PairRelation) -> dict[str, sql.Composable]:
 
 def _read_pair(names: dict[str, sql.Composable]) -> sql.Composed:
     return sql.SQL(
-        "SELECT {a} AS a, {b} AS b, created_at FROM {rel} WHERE {a} = %s AND {b} = %s"
+        "SELECT {a} AS actor_id, {b} AS target_id, created_at FROM {rel}"
+        " WHERE {a} = %s AND {b} = %s"
     ).format(**names)
 
 
@@ -168,14 +164,6 @@ async def add_pair(
     row = await read.fetchone()
     assert created is not None and row is not None  # the lock keeps the pair until commit
     return row, created[0] == 1
-
-
-async def pair(
-    conn: AsyncConnection, relation: PairRelation, a: uuid.UUID, b: uuid.UUID
-) -> PairRow | None:
-    cur = conn.cursor(row_factory=class_row(PairRow))
-    await cur.execute(_read_pair(_pair_names(relation)), [a, b])
-    return await cur.fetchone()
 
 
 async def remove_pair(

@@ -10,9 +10,8 @@ from pathlib import Path
 from activity_svc.credentials import TokenIssuer
 from mesh.jwtkeys import load_signing_key
 from mesh.settings import Settings
-from stack.launcher import Stack
+from stack.launcher import Stack, ephemeral_env
 from stack.topology import Topology
-from tests.conftest import base_env
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -33,7 +32,7 @@ def run_on_own_stack(
     """Starts a stack, runs ``run`` on it, stops it; writes results/<name>.json and prints it."""
     with tempfile.TemporaryDirectory() as tmp:
         topo = Topology.ephemeral(Path(tmp), dict(instances or {}))
-        stack = Stack(topo, base_env() | dict(env or {}), durable=False)
+        stack = Stack(topo, ephemeral_env() | dict(env or {}), durable=False)
         stack.start()
         try:
             results = run(stack)

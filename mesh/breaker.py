@@ -32,6 +32,3 @@ class Breaker:
         if self.available():
             log.warning("%s unavailable, skipped for %.0fs: %r", self.name, self.cool_down, exc)
         self._open_until = time.monotonic() + self.cool_down
-
-    def succeeded(self) -> None:
-        self._open_until = 0.0

@@ -11,7 +11,7 @@ EVENTS_STREAM_MAXLEN = 1_000_000
 
 
 def video_card(video_id: str) -> str:
-    """The hydration card: a serialized tiktok.v1.Video without counts."""
+    """The hydration card: a serialized tiktok.v1.Video without counts, for a week."""
     return f"card:{{{video_id}}}"
 
 

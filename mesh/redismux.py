@@ -23,8 +23,30 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis._parsers.base import BaseParser  # redis-py's map of error replies to exceptions
 from redis.asyncio.connection import parse_url
+
+E = redis.exceptions
+# Error replies by code, as redis-py's parser types them, so a caller catches the same classes
+# on this path as on redis-py's (the codes a single node answers with; others: ResponseError).
+_ERRORS: dict[str, type[E.RedisError]] = {
+    "OOM": E.OutOfMemoryError,
+    "LOADING": E.BusyLoadingError,
+    "NOSCRIPT": E.NoScriptError,
+    "READONLY": E.ReadOnlyError,
+    "EXECABORT": E.ExecAbortError,
+    "NOPERM": E.NoPermissionError,
+    "NOAUTH": E.AuthenticationError,
+    "WRONGPASS": E.AuthenticationError,
+    "MASTERDOWN": E.MasterDownError,
+    "TRYAGAIN": E.TryAgainError,
+}
+
+
+def redis_error(reply: str) -> E.RedisError:
+    """The exception redis-py raises for this error reply."""
+    code, _, rest = reply.partition(" ")
+    kind = _ERRORS.get(code)
+    return kind(rest, status_code=code) if kind else E.ResponseError(reply)
 
 
 class _Protocol(asyncio.Protocol):
@@ -46,7 +68,7 @@ class _Protocol(asyncio.Protocol):
             if future.done():  # its caller gave up
                 continue
             if isinstance(reply, redis.exceptions.ResponseError):
-                future.set_exception(BaseParser.parse_error(str(reply)))
+                future.set_exception(redis_error(str(reply)))
             else:
                 future.set_result(reply)
 

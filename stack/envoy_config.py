@@ -66,7 +66,7 @@ def contract_routes() -> list[Route]:
 
 
 def _storage(settings: Settings) -> dict[str, object]:
-    from upload_svc.rules import MAX_UPLOAD_BYTES
+    from readmodels.objects import MAX_UPLOAD_BYTES
 
     host, port = s3_address(settings.s3_endpoint)
     return {

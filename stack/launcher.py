@@ -31,6 +31,15 @@ from stack.topology import HOST, Instance, Topology, free_ports
 ROOT = Path(__file__).resolve().parent.parent
 EXTERNAL_URLS = ("DATABASE_URL", "DATABASE_REPLICA_URL", "REDIS_URL", "S3_ENDPOINT")
 
+
+def ephemeral_env() -> dict[str, str]:
+    """This process's environment without managed-server URLs or a signing key: the stack of a
+    test session or a benchmark always runs its own embedded servers and keys."""
+    env = {k: v for k, v in os.environ.items() if k not in EXTERNAL_URLS}
+    env.pop("JWT_PRIVATE_KEY_FILE", None)
+    return env
+
+
 Progress = Callable[[str], None]
 
 

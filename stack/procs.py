@@ -144,12 +144,6 @@ def stop_all(procs: Sequence[Proc]) -> None:
             proc.kill()
 
 
-def env_with(base: Mapping[str, str], **extra: str) -> dict[str, str]:
-    env = dict(base)
-    env.update(extra)
-    return env
-
-
 def is_root() -> bool:
     return os.geteuid() == 0
 

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import psycopg
 import redis
 
+from readmodels.objects import PUBLIC_PREFIXES
 from stack.procs import Proc, is_root, shim_argv
 from stack.topology import HOST, Topology
-from upload_svc.rules import PUBLIC_PREFIXES
 
 PG_SYSTEM_USER = "embedded_postgres"
 

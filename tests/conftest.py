@@ -3,14 +3,13 @@ two activity_svc instances so load balancing and graceful shutdown can be proven
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from stack.launcher import EXTERNAL_URLS, Stack
+from stack.launcher import Stack, ephemeral_env
 from stack.topology import Topology
 from tests.helpers import Http
 
@@ -25,19 +24,16 @@ TEST_ENV = {
 }
 
 
-def base_env() -> dict[str, str]:
-    """The environment without managed-server URLs: tests always run the embedded servers."""
-    env = {k: v for k, v in os.environ.items() if k not in EXTERNAL_URLS}
-    env.pop("JWT_PRIVATE_KEY_FILE", None)
-    env.update(TEST_ENV)
-    return env
+def session_env() -> dict[str, str]:
+    """The environment of every stack a test starts."""
+    return ephemeral_env() | TEST_ENV
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("stack")
     topo = Topology.ephemeral(Path(data_dir), INSTANCES)
-    s = Stack(topo, base_env(), durable=False)
+    s = Stack(topo, session_env(), durable=False)
     s.start()
     try:
         yield s

@@ -23,6 +23,9 @@ STATES = {
     "failed": common_pb2.VIDEO_STATE_FAILED,
 }
 MAX_BACKGROUND_WRITES = 100
+# a card lives a week from its last write: cards of videos nobody reads any more leave Redis,
+# and the next read of one rebuilds it (BatchGetVideos)
+CARD_TTL_SECONDS = 7 * 24 * 3600
 
 
 def video_message(row: VideoRow, storage: Storage) -> common_pb2.Video:
@@ -68,7 +71,7 @@ class Cards:
         try:
             pipe = self.redis.pipeline(transaction=False)
             for key, card in cards.items():
-                pipe.set(key, card)
+                pipe.set(key, card, ex=CARD_TTL_SECONDS)
             await pipe.execute()
             return True
         except Exception as e:  # noqa: BLE001 - any Redis failure: the breaker decides

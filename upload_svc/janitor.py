@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from psycopg_pool import AsyncConnectionPool
 
+from readmodels import objects
 from upload_svc import rules, store
 from upload_svc.storage import Storage
 
@@ -24,9 +25,9 @@ def _keys_of_upload(upload_id: str) -> list[str]:
     """Every key an upload can have written: the upload itself, its published copy, its
     thumbnail (written before the video row, so a failed insert can leave them behind)."""
     return [
-        rules.video_key(upload_id),
-        rules.published_key(upload_id),
-        rules.thumbnail_key(upload_id),
+        objects.video_key(upload_id),
+        objects.published_key(upload_id),
+        objects.thumbnail_key(upload_id),
     ]
 
 
@@ -51,7 +52,7 @@ async def sweep_reused_upload_urls(pool: AsyncConnectionPool, storage: Storage) 
         keys = []
         for u in uploads:
             ident = str(u.upload_id)
-            keys += [rules.video_key(ident)] if u.state == "published" else _keys_of_upload(ident)
+            keys += [objects.video_key(ident)] if u.state == "published" else _keys_of_upload(ident)
         await asyncio.to_thread(storage.delete_keys, keys)
         await store.mark_swept(conn, [u.upload_id for u in uploads])
     return len(uploads)
@@ -60,17 +61,8 @@ async def sweep_reused_upload_urls(pool: AsyncConnectionPool, storage: Storage) 
 async def abort_stale_multipart_uploads(storage: Storage) -> int:
     """Multipart uploads of streamed uploads whose process died before completing or aborting."""
 
-    def abort() -> int:
-        cutoff = datetime.now(UTC) - STALE_MULTIPART
-        reply = storage.client.list_multipart_uploads(Bucket=storage.bucket)
-        stale = [u for u in reply.get("Uploads", []) if u["Initiated"] < cutoff]
-        for u in stale:
-            storage.client.abort_multipart_upload(
-                Bucket=storage.bucket, Key=u["Key"], UploadId=u["UploadId"]
-            )
-        return len(stale)
-
-    aborted = await asyncio.to_thread(abort)
+    cutoff = datetime.now(UTC) - STALE_MULTIPART
+    aborted = await asyncio.to_thread(storage.abort_multipart_older_than, cutoff)
     if aborted:
         log.info("interrupted multipart uploads aborted", extra={"count": aborted})
     return aborted
@@ -82,7 +74,7 @@ async def remove_deleted_blobs(pool: AsyncConnectionPool, storage: Storage) -> i
         videos = await store.deleted_videos_with_blobs(conn, BATCH)
         for v in videos:
             await store.delete_transcode_job(conn, v.video_id)
-            await asyncio.to_thread(storage.delete_prefix, rules.hls_prefix(str(v.upload_id)))
+            await asyncio.to_thread(storage.delete_prefix, objects.hls_prefix(str(v.upload_id)))
         keys = [k for v in videos for k in (v.object_key, v.thumbnail_key)]
         await asyncio.to_thread(storage.delete_keys, keys)
         await store.mark_blobs_removed(conn, [v.video_id for v in videos])

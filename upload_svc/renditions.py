@@ -26,7 +26,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from psycopg_pool import AsyncConnectionPool
 
 from mesh.interceptors import DEPENDENCY_ERRORS
-from upload_svc import ladder, rules, store
+from readmodels import objects
+from upload_svc import ladder, store
 from upload_svc.cards import Cards, video_message
 from upload_svc.storage import Storage
 
@@ -239,14 +240,8 @@ class RenditionWorker:
         s = self.storage
         folder.mkdir(parents=True, exist_ok=True)
         source_path, out = folder / "source", folder / "hls"
-        try:
-            await asyncio.to_thread(
-                s.client.download_file, s.bucket, video.object_key, str(source_path)
-            )
-        except botocore.exceptions.ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                raise Unreadable("the source object is gone") from None
-            raise
+        if not await asyncio.to_thread(s.download, video.object_key, str(source_path)):
+            raise Unreadable("the source object is gone")
         source = await asyncio.to_thread(probe_source, source_path)
         renditions = ladder.plan_ladder(source.width, source.height)
         for r in renditions:
@@ -273,7 +268,7 @@ class RenditionWorker:
             raise Unreadable(
                 f"ffmpeg exited {proc.returncode}: {stderr.decode(errors='replace')[-300:]}"
             )
-        prefix = rules.hls_prefix(str(video.upload_id))
+        prefix = objects.hls_prefix(str(video.upload_id))
         await self._upload_tree(out, prefix)
         return prefix + ladder.MASTER_PLAYLIST
 
@@ -288,14 +283,10 @@ class RenditionWorker:
         async def put(path: Path) -> None:
             async with limit:
                 await asyncio.to_thread(
-                    s.client.upload_file,
-                    str(path),
-                    s.bucket,
+                    s.upload_immutable,
                     prefix + path.relative_to(out).as_posix(),
-                    ExtraArgs={
-                        "ContentType": ladder.content_type(path),
-                        "CacheControl": rules.IMMUTABLE_CACHE_CONTROL,
-                    },
+                    str(path),
+                    ladder.content_type(path),
                 )
 
         await asyncio.gather(*(put(p) for p in files))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from mesh.errors import InvalidArgument
+from readmodels.objects import MAX_UPLOAD_BYTES
 
 CONTENT_TYPES = ("video/mp4", "video/quicktime", "video/webm")
-MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 MAX_CAPTION_CHARS = 2200
 MAX_DURATION_MS = 60_000
 # container timestamps round: a clip recorded as "60 s" may measure a few frames longer
@@ -56,28 +56,3 @@ def check_caption(caption: str) -> str:
 def container_matches(content_type: str, format_name: str) -> bool:
     """True when FFmpeg's demuxer (e.g. "mov,mp4,m4a,3gp,3g2,mj2") fits the declared type."""
     return bool(CONTAINERS[content_type] & set(format_name.split(",")))
-
-
-# key prefixes anyone may read (through the media edge): published files, thumbnails, HLS
-# ladders. Pending uploads (v/) are readable only with a signature.
-PUBLIC_PREFIXES = ("m/", "t/", "h/")
-
-
-def video_key(upload_id: str) -> str:
-    """Where the client PUTs: the only prefix the edge lets presigned writes reach."""
-    return f"v/{upload_id}"
-
-
-def published_key(upload_id: str) -> str:
-    """Where a checked upload is copied on publish: no URL is ever signed for it, so the bytes
-    served can never change after the probe, even while the upload URL is still valid."""
-    return f"m/{upload_id}"
-
-
-def thumbnail_key(upload_id: str) -> str:
-    return f"t/{upload_id}.jpg"
-
-
-def hls_prefix(upload_id: str) -> str:
-    """Where a video's HLS ladder lives: ``master.m3u8`` and one folder per rendition."""
-    return f"h/{upload_id}/"

@@ -12,7 +12,7 @@ import pytest
 from stack.envoy_config import render_envoy_configs
 from stack.launcher import ROOT, Stack
 from stack.topology import Topology
-from tests.conftest import base_env
+from tests.conftest import session_env
 from tests.helpers import Http, sign_up
 
 
@@ -29,7 +29,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 def test_restart_keeps_users_and_stop_leaves_no_process(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    first = Stack(Topology.ephemeral(data_dir, {}), base_env(), durable=True)
+    first = Stack(Topology.ephemeral(data_dir, {}), session_env(), durable=True)
     first.start()
     try:
         edge = Http(first.topo.edge_port)
@@ -41,7 +41,7 @@ def test_restart_keeps_users_and_stop_leaves_no_process(tmp_path: Path) -> None:
     assert len(pids) == 3 + 4 + 4  # stores, services, media edge + its metrics, both Envoys
     assert not [pid for pid in pids if _alive(pid)]
 
-    second = Stack(Topology.ephemeral(data_dir, {}), base_env(), durable=True)
+    second = Stack(Topology.ephemeral(data_dir, {}), session_env(), durable=True)
     second.start()
     try:
         edge = Http(second.topo.edge_port)

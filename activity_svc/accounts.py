@@ -1,0 +1,69 @@
+"""ActivityService: sign-up, sign-in, and reading users."""
+
+from __future__ import annotations
+
+import logging
+
+from activity_svc import rules, store
+from activity_svc.servicer import ServicerBase, batch_ids, user_message
+from mesh.errors import AlreadyExists, NotFound, Unauthenticated
+from mesh.proto import timestamp
+from mesh.validation import parse_uuid
+from tiktok.v1 import activity_pb2
+
+log = logging.getLogger("activity_svc")
+
+WRONG_CREDENTIALS = "handle or password is wrong"
+
+
+class AccountRpcs(ServicerBase):
+    def _session(self, row: store.UserRow) -> activity_pb2.Session:
+        token = self.tokens.issue(str(row.user_id))
+        return activity_pb2.Session(
+            user=user_message(row),
+            access_token=token.token,
+            expires_at=timestamp(token.expires_at),
+        )
+
+    async def CreateUser(self, request, context):
+        handle = rules.check_handle(request.handle)
+        password = rules.check_password(request.password)
+        display_name = rules.check_display_name(request.display_name, handle)
+        password_hash = await self.passwords.hash(password)
+        async with self.pool.connection() as conn:
+            row = await store.insert_user(conn, handle, display_name, password_hash)
+        if row is None:
+            raise AlreadyExists(f"handle {handle!r} is already taken")
+        log.info("user created", extra={"new_user_id": str(row.user_id)})
+        return self._session(row)
+
+    async def CreateSession(self, request, context):
+        # Malformed input is still a client mistake worth naming; only the outcome of a
+        # well-formed attempt is kept vague.
+        rules.check_handle(request.handle)
+        if not request.password:
+            rules.check_password(request.password)
+        async with self.pool.connection() as conn:
+            row = await store.user_by_handle(conn, request.handle)
+        ok = await self.passwords.verify(row.password_hash if row else None, request.password)
+        if row is None or not ok:
+            raise Unauthenticated(WRONG_CREDENTIALS)
+        if self.passwords.needs_rehash(row.password_hash):
+            new_hash = await self.passwords.hash(request.password)
+            async with self.pool.connection() as conn:
+                await store.update_password_hash(conn, row.user_id, new_hash)
+        return self._session(row)
+
+    async def GetUser(self, request, context):
+        user_id = parse_uuid(request.user_id, "user_id")
+        async with self.pool.connection() as conn:
+            rows = await store.user_views(conn, [user_id])
+        if not rows:
+            raise NotFound("user", request.user_id)
+        return user_message(rows[0])
+
+    async def BatchGetUsers(self, request, context):
+        ids = batch_ids(request.user_ids, "user_ids")
+        async with self.pool.connection() as conn:
+            rows = await store.user_views(conn, ids)
+        return activity_pb2.BatchGetUsersResponse(users=[user_message(r) for r in rows])
