@@ -10,12 +10,12 @@ HLS_JS := cdn/node_modules/hls.js/dist/hls.min.js
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 apt_install = if [ "$$(id -u)" != 0 ]; then echo "missing: $(1) (Debian: apt-get install $(1)); run make as root or install it" >&2; exit 1; fi; apt-get update -qq && $(APT_INSTALL) $(1)
 
-.PHONY: run test unit lint protos bench clean distclean
+.PHONY: run test unit lint typecheck protos bench lock clean distclean
 
 run: $(VENV)/.installed gen/.stamp $(VENV)/.system $(HLS_JS)
 	$(PY) -m stack run
 
-test: lint gen/.stamp $(VENV)/.system $(VENV)/.browser $(HLS_JS)
+test: lint typecheck gen/.stamp $(VENV)/.system $(VENV)/.browser $(HLS_JS)
 	$(PY) -m pytest
 
 unit: $(VENV)/.installed gen/.stamp
@@ -25,22 +25,32 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# mypy --strict on the shared runtime and read models, plain mypy on the services (pyproject.toml)
+typecheck: $(VENV)/.installed gen/.stamp
+	$(BIN)/mypy --strict mesh readmodels
+	$(BIN)/mypy activity_svc upload_svc feed_svc precache_svc
+
 protos: gen/.stamp
 
 # Benchmarks are not tests: each starts its own stack and writes bench/results/*.json.
-bench: $(VENV)/.installed $(VENV)/.bench gen/.stamp
+bench: $(VENV)/.installed $(VENV)/.bench $(VENV)/.system $(VENV)/.loadgen gen/.stamp
 	$(PY) -m bench.uploads
 	$(PY) -m bench.likes
 	$(PY) -m bench.media
 	$(PY) -m bench.feed
 
-$(VENV)/.bench: $(VENV)/.installed requirements-bench.txt
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements-bench.txt
+$(VENV)/.bench: $(VENV)/.installed requirements-bench.lock
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements-bench.lock
 	touch $@
 
 # Servers that are not pip wheels: nginx, the media edge (the CDN stand-in).
 $(VENV)/.system: | $(VENV)/.installed
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { $(call apt_install,nginx-light); }
+	touch $@
+
+# The load generator the benchmarks drive (C, so the client is not the bottleneck we measure).
+$(VENV)/.loadgen: | $(VENV)/.installed
+	@command -v wrk >/dev/null 2>&1 || { $(call apt_install,wrk); }
 	touch $@
 
 # The browser the playback tests drive (Playwright's own download is never used).
@@ -54,24 +64,36 @@ $(HLS_JS): cdn/package.json cdn/package-lock.json
 	npm ci --prefix cdn --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The venv, the pinned dependencies, and a .pth so `python -m <svc>` finds the repo and gen/.
-$(VENV)/.installed: requirements.txt
+# The venv, exactly the locked tree (every package pinned and hash-checked), and a .pth so
+# `python -m <svc>` finds the repo and gen/.
+$(VENV)/.installed: requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements.lock
 	$(PY) -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "tiktok_mesh.pth").write_text("$(CURDIR)\n$(CURDIR)/gen\n")'
 	touch $@
 
-# Python stubs + .pyi into gen/, plus the descriptor set the Envoy transcoder reads.
+# Python stubs + typed .pyi (mypy-protobuf's plugins, from the venv) into gen/, plus the
+# descriptor set the Envoy transcoder reads.
 gen/.stamp: $(VENV)/.installed $(PROTOS)
 	rm -rf gen && mkdir -p gen
-	$(PY) -m grpc_tools.protoc -Iprotos \
-	  --python_out=gen --grpc_python_out=gen --pyi_out=gen \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -Iprotos \
+	  --python_out=gen --grpc_python_out=gen --mypy_out=quiet:gen --mypy_grpc_out=quiet:gen \
 	  --include_imports --include_source_info --descriptor_set_out=gen/tiktok.pb \
 	  $(PROTOS)
 	touch $@
+
+# The locks, from the direct pins in requirements*.txt: run after editing those. pip-tools lives
+# in its own venv; the index and find-links of this machine's pip config stay out of the locks.
+LOCK_VENV := $(VENV)-lock
+PIP_COMPILE = $(LOCK_VENV)/bin/pip-compile --generate-hashes --allow-unsafe --strip-extras \
+  --no-emit-index-url --no-emit-find-links --annotation-style=line --quiet
+lock:
+	[ -x $(LOCK_VENV)/bin/pip-compile ] || { $(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q pip-tools==7.6.2; }
+	$(PIP_COMPILE) -o requirements.lock requirements.txt
+	$(PIP_COMPILE) -c requirements.lock -o requirements-bench.lock requirements-bench.txt
 
 clean:
 	rm -rf gen .pytest_cache .ruff_cache
 
 distclean: clean
-	rm -rf $(VENV) .data
+	rm -rf $(VENV) $(VENV)-lock .data

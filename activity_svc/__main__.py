@@ -61,7 +61,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
                 service, server
             )
     finally:
-        await channel.close()
+        await channel.close(grace=None)
         await redis.aclose()
         if replica is not pool:
             await replica.close()

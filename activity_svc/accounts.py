@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import grpc
+
 from activity_svc import rules, store
 from activity_svc.servicer import ServicerBase, batch_ids, user_message
 from mesh.errors import AlreadyExists, NotFound, Unauthenticated
 from mesh.proto import timestamp
 from mesh.validation import parse_uuid
-from tiktok.v1 import activity_pb2
+from tiktok.v1 import activity_pb2, common_pb2
 
 log = logging.getLogger("activity_svc")
 
@@ -25,7 +27,9 @@ class AccountRpcs(ServicerBase):
             expires_at=timestamp(token.expires_at),
         )
 
-    async def CreateUser(self, request, context):
+    async def CreateUser(
+        self, request: activity_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.Session:
         handle = rules.check_handle(request.handle)
         password = rules.check_password(request.password)
         display_name = rules.check_display_name(request.display_name, handle)
@@ -37,7 +41,9 @@ class AccountRpcs(ServicerBase):
         log.info("user created", extra={"new_user_id": str(row.user_id)})
         return self._session(row)
 
-    async def CreateSession(self, request, context):
+    async def CreateSession(
+        self, request: activity_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.Session:
         # Malformed input is still a client mistake worth naming; only the outcome of a
         # well-formed attempt is kept vague.
         rules.check_handle(request.handle)
@@ -54,7 +60,9 @@ class AccountRpcs(ServicerBase):
                 await store.update_password_hash(conn, row.user_id, new_hash)
         return self._session(row)
 
-    async def GetUser(self, request, context):
+    async def GetUser(
+        self, request: activity_pb2.GetUserRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.User:
         user_id = parse_uuid(request.user_id, "user_id")
         async with self.pool.connection() as conn:
             rows = await store.user_views(conn, [user_id])
@@ -62,7 +70,9 @@ class AccountRpcs(ServicerBase):
             raise NotFound("user", request.user_id)
         return user_message(rows[0])
 
-    async def BatchGetUsers(self, request, context):
+    async def BatchGetUsers(
+        self, request: activity_pb2.BatchGetUsersRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.BatchGetUsersResponse:
         ids = batch_ids(request.user_ids, "user_ids")
         async with self.pool.connection() as conn:
             rows = await store.user_views(conn, ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grpc
 from google.protobuf import empty_pb2
 from psycopg import AsyncConnection
 
@@ -26,7 +27,9 @@ def comment_message(row: store.CommentRow) -> activity_pb2.Comment:
 
 
 class CommentRpcs(ServicerBase):
-    async def CreateComment(self, request, context):
+    async def CreateComment(
+        self, request: activity_pb2.CreateCommentRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.Comment:
         caller = caller_uuid(context)
         video_id = parse_uuid(request.video_id, "video_id")
         text = rules.check_comment_text(request.text)
@@ -36,7 +39,9 @@ class CommentRpcs(ServicerBase):
             await _record_comment_event(conn, "comment.created", row)
         return comment_message(row)
 
-    async def ListComments(self, request, context):
+    async def ListComments(
+        self, request: activity_pb2.ListCommentsRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.ListCommentsResponse:
         video_id = parse_uuid(request.video_id, "video_id")
         size = page_size(request.page_size)
         kind = f"comments:{video_id}"
@@ -51,7 +56,9 @@ class CommentRpcs(ServicerBase):
             comments=[comment_message(r) for r in page], next_page_token=token
         )
 
-    async def DeleteComment(self, request, context):
+    async def DeleteComment(
+        self, request: activity_pb2.DeleteCommentRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
         caller = caller_uuid(context)
         video_id = parse_uuid(request.video_id, "video_id")
         comment_id = parse_uuid(request.comment_id, "comment_id")

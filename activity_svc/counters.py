@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from activity_svc import store
@@ -115,13 +116,14 @@ class CounterConsumer:
             async with self.pool.connection() as conn, conn.transaction():
                 fresh = await store.mark_events_applied(conn, list(by_id))
                 deltas = deltas_of(by_id[i] for i in fresh)
-                for table, changes in (
+                tables: tuple[tuple[store.CounterTable, dict[uuid.UUID, list[int]]], ...] = (
                     ("user_counters", deltas.users),
                     ("video_counters", deltas.videos),
-                ):
+                )
+                for table, changes in tables:
                     if changes:
                         rows = await store.add_to_counters(
-                            conn, table, {k: tuple(v) for k, v in changes.items()}
+                            conn, table, {k: (v[0], v[1], v[2]) for k, v in changes.items()}
                         )
                         updated += [(table, r) for r in rows]
                 if len(fresh) < len(by_id):
@@ -134,9 +136,15 @@ class CounterConsumer:
             videos=[_counts(r) for table, r in updated if table == "video_counters"],
         )
 
-    async def _current_rows(self, conn, deltas: Deltas) -> list[tuple[str, store.CounterRow]]:
-        rows: list[tuple[str, store.CounterRow]] = []
-        for table, ids in (("user_counters", deltas.users), ("video_counters", deltas.videos)):
+    async def _current_rows(
+        self, conn: AsyncConnection, deltas: Deltas
+    ) -> list[tuple[store.CounterTable, store.CounterRow]]:
+        rows: list[tuple[store.CounterTable, store.CounterRow]] = []
+        tables: tuple[tuple[store.CounterTable, dict[uuid.UUID, list[int]]], ...] = (
+            ("user_counters", deltas.users),
+            ("video_counters", deltas.videos),
+        )
+        for table, ids in tables:
             if ids:
                 rows += [(table, r) for r in await store.counters_by_ids(conn, table, list(ids))]
         return rows

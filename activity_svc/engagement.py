@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import grpc
 from google.protobuf import empty_pb2
 
 from activity_svc import store
@@ -22,7 +23,9 @@ FILL_ROUNDS = 4
 
 
 class EngagementRpcs(ServicerBase):
-    async def CreateLike(self, request, context):
+    async def CreateLike(
+        self, request: activity_pb2.CreateLikeRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.Like:
         row = await self._add_video_pair("likes", request.video_id, context)
         return activity_pb2.Like(
             user_id=str(row.actor_id),
@@ -30,11 +33,15 @@ class EngagementRpcs(ServicerBase):
             created_at=timestamp(row.created_at),
         )
 
-    async def DeleteLike(self, request, context):
+    async def DeleteLike(
+        self, request: activity_pb2.DeleteLikeRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
         await self._remove_video_pair("likes", request.video_id, context)
         return empty_pb2.Empty()
 
-    async def CreateFavorite(self, request, context):
+    async def CreateFavorite(
+        self, request: activity_pb2.CreateFavoriteRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.Favorite:
         row = await self._add_video_pair("favorites", request.video_id, context)
         return activity_pb2.Favorite(
             user_id=str(row.actor_id),
@@ -42,7 +49,9 @@ class EngagementRpcs(ServicerBase):
             created_at=timestamp(row.created_at),
         )
 
-    async def DeleteFavorite(self, request, context):
+    async def DeleteFavorite(
+        self, request: activity_pb2.DeleteFavoriteRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
         await self._remove_video_pair("favorites", request.video_id, context)
         return empty_pb2.Empty()
 
@@ -66,7 +75,9 @@ class EngagementRpcs(ServicerBase):
         async with self.pool.connection() as conn:
             await store.remove_pair(conn, relation, caller, video_id, event)
 
-    async def ListLikedVideos(self, request, context):
+    async def ListLikedVideos(
+        self, request: activity_pb2.ListLikedVideosRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.ListLikedVideosResponse:
         user_id = parse_uuid(request.user_id, "user_id")
         async with self.pool.connection() as conn:
             if not await store.user_exists(conn, user_id):
@@ -74,7 +85,9 @@ class EngagementRpcs(ServicerBase):
         videos, token = await self._video_list("likes", user_id, request)
         return activity_pb2.ListLikedVideosResponse(videos=videos, next_page_token=token)
 
-    async def ListFavoriteVideos(self, request, context):
+    async def ListFavoriteVideos(
+        self, request: activity_pb2.ListFavoriteVideosRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.ListFavoriteVideosResponse:
         caller = caller_uuid(context)
         user_id = parse_uuid(request.user_id, "user_id")
         if user_id != caller:
@@ -119,7 +132,9 @@ class EngagementRpcs(ServicerBase):
                     max(0, n) for n in found
                 )
 
-    async def ListRecentLikes(self, request, context):
+    async def ListRecentLikes(
+        self, request: activity_pb2.ListRecentLikesRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.ListRecentLikesResponse:
         user_id = parse_uuid(request.user_id, "user_id")
         if not 0 <= request.limit <= RECENT_LIKES_MAX:
             raise InvalidArgument("limit", f"must be between 1 and {RECENT_LIKES_MAX}")
@@ -128,7 +143,9 @@ class EngagementRpcs(ServicerBase):
             rows = await store.video_pair_page(conn, "likes", user_id, None, limit)
         return activity_pb2.ListRecentLikesResponse(video_ids=[str(v) for _, v in rows])
 
-    async def BatchGetVideoCounts(self, request, context):
+    async def BatchGetVideoCounts(
+        self, request: activity_pb2.BatchGetVideoCountsRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.BatchGetVideoCountsResponse:
         ids = list(dict.fromkeys(batch_ids(request.video_ids, "video_ids")))
         async with self.pool.connection() as conn:
             rows = await store.counters_by_ids(conn, "video_counters", ids)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+import grpc
 import psycopg.errors
 from google.protobuf import empty_pb2
 
@@ -20,7 +21,9 @@ ID_PAGE_DEFAULT, ID_PAGE_MAX = 1000, 10_000
 
 
 class FollowRpcs(ServicerBase):
-    async def CreateFollow(self, request, context):
+    async def CreateFollow(
+        self, request: activity_pb2.CreateFollowRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.Follow:
         caller = caller_uuid(context)
         followee = parse_uuid(request.followee_id, "followee_id")
         if followee == caller:
@@ -37,7 +40,9 @@ class FollowRpcs(ServicerBase):
             created_at=timestamp(row.created_at),
         )
 
-    async def DeleteFollow(self, request, context):
+    async def DeleteFollow(
+        self, request: activity_pb2.DeleteFollowRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
         caller = caller_uuid(context)
         followee = parse_uuid(request.followee_id, "followee_id")
         event = _follow_event("follow.deleted", caller, followee)
@@ -45,11 +50,15 @@ class FollowRpcs(ServicerBase):
             await store.remove_pair(conn, "follows", caller, followee, event)
         return empty_pb2.Empty()
 
-    async def ListFollowers(self, request, context):
+    async def ListFollowers(
+        self, request: activity_pb2.ListFollowersRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.ListFollowersResponse:
         users, token = await self._follow_list("followers", request)
         return activity_pb2.ListFollowersResponse(users=users, next_page_token=token)
 
-    async def ListFollowing(self, request, context):
+    async def ListFollowing(
+        self, request: activity_pb2.ListFollowingRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.ListFollowingResponse:
         users, token = await self._follow_list("following", request)
         return activity_pb2.ListFollowingResponse(users=users, next_page_token=token)
 
@@ -66,11 +75,15 @@ class FollowRpcs(ServicerBase):
         token = encode_token(kind, [page[-1][0]]) if len(rows) > size else ""
         return [user_message(user) for _, user in page], token
 
-    async def ListFollowerIds(self, request, context):
+    async def ListFollowerIds(
+        self, request: activity_pb2.ListFollowerIdsRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.ListFollowerIdsResponse:
         ids, token = await self._follow_ids("followers", request)
         return activity_pb2.ListFollowerIdsResponse(user_ids=ids, next_page_token=token)
 
-    async def ListFolloweeIds(self, request, context):
+    async def ListFolloweeIds(
+        self, request: activity_pb2.ListFolloweeIdsRequest, context: grpc.aio.ServicerContext
+    ) -> activity_pb2.ListFolloweeIdsResponse:
         ids, token = await self._follow_ids("following", request)
         return activity_pb2.ListFolloweeIdsResponse(user_ids=ids, next_page_token=token)
 

@@ -34,7 +34,7 @@ class VideoRef:
 
 
 class VideoDirectory:
-    def __init__(self, upload: upload_pb2_grpc.UploadServiceStub, *, timeout: float = 2.0):
+    def __init__(self, upload: upload_pb2_grpc.UploadServiceAsyncStub, *, timeout: float = 2.0):
         self.upload = upload
         self.timeout = timeout
         self._refs: BatchLoader[str, VideoRef] = BatchLoader(self._fetch_refs, max_in_flight=1)

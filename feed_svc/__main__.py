@@ -44,7 +44,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     try:
         yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(service, server)
     finally:
-        await channel.close()
+        await channel.close(grace=None)
         shared.close()
         await redis.aclose()
         await replica.close()

@@ -27,7 +27,7 @@ class Hydrator:
     def __init__(
         self,
         redis: aioredis.Redis,
-        upload: upload_pb2_grpc.UploadServiceStub,
+        upload: upload_pb2_grpc.UploadServiceAsyncStub,
         counts: VideoCountsSource,
         breaker: Breaker,
         *,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -225,7 +225,7 @@ class FeedQueues:
             ):
                 continue  # malformed: acknowledged and dropped (FeedService contract)
             with_creators = kind == "for_you"
-            args: list[object] = [
+            args: list[str | int | float] = [
                 "1" if batch.replace else "0",
                 QUEUE_SIZE,
                 BATCH_MARKER_SECONDS,
@@ -294,7 +294,9 @@ class FeedQueues:
             hydration=hydration(video_ids, reply[4::2], reply[5::2]),
         )
 
-    async def _run(self, script: AsyncScript, *script_keys: str, args: list) -> Any:
+    async def _run(
+        self, script: AsyncScript, *script_keys: str, args: list[str | int | float]
+    ) -> Any:
         """``script`` on the shared connection; loaded first if Redis does not have it (a
         restarted or flushed Redis)."""
         n = len(script_keys)
@@ -303,7 +305,8 @@ class FeedQueues:
         except redis.exceptions.ResponseError as e:
             if not str(e).startswith(("NOSCRIPT", "No matching script")):
                 raise
-            return await self.shared.execute("EVAL", script.script, n, *script_keys, *args)
+            source = cast(str, script.script)  # registered from a str
+            return await self.shared.execute("EVAL", source, n, *script_keys, *args)
 
     async def record_page(
         self, reader: str, session: str, page: int, size: int, candidates: Sequence[str]

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TypeAlias
 
 import grpc
 
-from tiktok.v1 import precache_pb2, precache_pb2_grpc
+from tiktok.v1 import feed_pb2, precache_pb2, precache_pb2_grpc
 
 log = logging.getLogger("feed_svc.refills")
+
+FeedKind: TypeAlias = feed_pb2.FeedKind.ValueType
 
 URGENT_INTERVAL = 0.5  # a missing queue is asked for again after this, not on every read
 
@@ -21,14 +24,13 @@ class RefillRequests:
     ``interval`` seconds (a missing queue: every URGENT_INTERVAL, not on every read; a queue
     that builds empty, say a user who follows nobody, stays missing)."""
 
-    def __init__(self, stub: precache_pb2_grpc.PrecacheServiceStub, interval: float = 2.0):
+    def __init__(self, stub: precache_pb2_grpc.PrecacheServiceAsyncStub, interval: float = 2.0):
         self.stub = stub
         self.interval = interval
-        self._last: dict[tuple[str, int, bool], float] = {}  # (user, kind, urgent)
-        self._in_flight: dict[tuple[str, int, bool], asyncio.Task[None]] = {}
+        self._last: dict[tuple[str, FeedKind, bool], float] = {}  # (user, kind, urgent)
+        self._in_flight: dict[tuple[str, FeedKind, bool], asyncio.Task[None]] = {}
 
-    def request(self, user_id: str, kind: int, *, urgent: bool = False) -> None:
-        """``kind``: a feed_pb2.FeedKind."""
+    def request(self, user_id: str, kind: FeedKind, *, urgent: bool = False) -> None:
         key = (user_id, kind, urgent)  # an urgent ask never waits behind a routine one
         now = time.monotonic()
         interval = URGENT_INTERVAL if urgent else self.interval
@@ -41,7 +43,7 @@ class RefillRequests:
         self._in_flight[key] = task
         task.add_done_callback(lambda _: self._in_flight.pop(key, None))
 
-    async def _send(self, user_id: str, kind: int) -> None:
+    async def _send(self, user_id: str, kind: FeedKind) -> None:
         try:
             await self.stub.RequestRefill(
                 precache_pb2.RequestRefillRequest(user_id=user_id, kind=kind), timeout=1.0

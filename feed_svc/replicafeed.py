@@ -18,6 +18,7 @@ from readmodels.feed import TRENDING_DAYS, diverse
 log = logging.getLogger("feed_svc.replicafeed")
 
 DEADLINE_SECONDS = 0.5
+DEADLINE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *DEPENDENCY_ERRORS)
 
 
 class ReplicaFeed:
@@ -49,6 +50,6 @@ class ReplicaFeed:
             async with asyncio.timeout(self.deadline):
                 async with self.pool.connection() as conn:
                     return await read(conn)
-        except (TimeoutError, *DEPENDENCY_ERRORS) as e:
+        except DEADLINE_ERRORS as e:
             log.warning("%s not built: %r", what, e)
             return []

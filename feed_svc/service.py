@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
@@ -181,7 +182,9 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         more = len(video_ids) == ask.size
         return feed_pb2.GetFeedResponse(items=videos, next_cursor=ask.next_cursor() if more else "")
 
-    async def StreamFeedBatches(self, request_iterator, context):
+    async def StreamFeedBatches(
+        self, request_iterator: AsyncIterator[feed_pb2.FeedBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[feed_pb2.FeedBatchAck]:
         async for ack in apply_stream(self.queues, request_iterator):
             yield ack
 

@@ -6,13 +6,15 @@ trust that header and nothing in a request body.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from mesh.errors import Unauthenticated
 from mesh.interceptors import USER_ID_HEADER
 
 
-def caller_id(context: grpc.aio.ServicerContext) -> str | None:
+def caller_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     """The verified user id of the caller, or None for an anonymous call."""
     for key, value in context.invocation_metadata() or ():
         if key == USER_ID_HEADER and isinstance(value, str) and value:
@@ -20,7 +22,7 @@ def caller_id(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-def require_caller(context: grpc.aio.ServicerContext) -> str:
+def require_caller(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The caller's user id; UNAUTHENTICATED when the call carries no verified identity."""
     user_id = caller_id(context)
     if user_id is None:

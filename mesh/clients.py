@@ -3,6 +3,7 @@ because a hung server (socket open, no answer) is the usual failure, not a refus
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import boto3
@@ -15,13 +16,16 @@ from redis.retry import Retry
 
 from mesh.settings import Settings
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 
 class _HiredisPackedConnection(aioredis.Connection):
     """redis-py's asyncio connection packs commands in Python, argument by argument: for a
     feed page (a script call with a dozen arguments) that was a third of the client's CPU.
     hiredis packs them in C; anything it does not take goes the usual way."""
 
-    def pack_command(self, *args):
+    def pack_command(self, *args: Any) -> list[bytes]:
         if isinstance(args[0], str) and " " in args[0]:
             return super().pack_command(*args)  # "SCRIPT LOAD" and the like: split by redis-py
         try:
@@ -44,7 +48,7 @@ def redis_client(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
     )
 
 
-def s3_client(settings: Settings, *, endpoint: str | None = None):
+def s3_client(settings: Settings, *, endpoint: str | None = None) -> S3Client:
     """A boto3 S3 client (SigV4, path-style) for ``endpoint``, by default ``S3_ENDPOINT``.
 
     Presign with ``endpoint=settings.s3_public_url`` so the signed host is the one clients use.

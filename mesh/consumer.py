@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -122,7 +123,7 @@ class GroupConsumer:
             count=self.batch_size,
             block=None if read_from == "0" else self.block_ms,
         )
-        return reply[0][1] if reply else []
+        return cast(list[Entry], reply[0][1]) if reply else []  # type: ignore[index]
 
     async def claim_abandoned(self) -> bool:
         """Takes over entries another consumer read but did not acknowledge in time (it died).

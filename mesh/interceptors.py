@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import botocore.exceptions
 import grpc
@@ -66,14 +66,14 @@ USER_ID_HEADER = "x-user-id"
 REQUEST_ID_HEADER = "x-request-id"
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
 
 
 class _Call:
     """Bookkeeping for one RPC: sets the log context, maps errors, records the outcome."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    def __init__(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self.method = method
         self.context = context
         headers = _metadata(context)
@@ -125,7 +125,7 @@ class _Call:
 
 
 def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(method, context)
         exc: BaseException | None = None
         try:
@@ -144,10 +144,16 @@ def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[.
     return handler
 
 
+# an async servicer's streaming method (grpc's stubs type handlers as the sync server's)
+_Streaming = Callable[..., AsyncIterator[Any]]
+
+
 def _wrap_streaming(
     method: str, inner: Callable[..., AsyncIterator[Any]]
 ) -> Callable[..., AsyncIterator[Any]]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def handler(
+        request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
         call = _Call(method, context)
         exc: BaseException | None = None
         try:
@@ -167,14 +173,16 @@ def _wrap_streaming(
     return handler
 
 
-class MeshInterceptor(grpc.aio.ServerInterceptor):
+class MeshInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps every handler of the server; probes (health, reflection) pass through untouched."""
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or method.startswith(_QUIET_PREFIXES):
@@ -193,8 +201,8 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_streaming(method, handler.unary_stream), **codec
+                _wrap_streaming(method, cast(_Streaming, handler.unary_stream)), **codec
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_streaming(method, handler.stream_stream), **codec
+            _wrap_streaming(method, cast(_Streaming, handler.stream_stream)), **codec
         )

@@ -35,7 +35,10 @@ log = logging.getLogger("mesh.outbox")
 def new_event(event_type: str, aggregate_id: str, **payload: Message) -> events_pb2.Event:
     """An event envelope with a fresh id and the time now; ``payload`` names its oneof field."""
     event = events_pb2.Event(
-        event_id=str(uuid.uuid4()), type=event_type, aggregate_id=aggregate_id, **payload
+        event_id=str(uuid.uuid4()),
+        type=event_type,
+        aggregate_id=aggregate_id,
+        **payload,  # type: ignore[arg-type]
     )
     event.occurred_at.FromDatetime(datetime.now(UTC))
     return event

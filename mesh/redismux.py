@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Mapping
 from typing import Any
 
 import hiredis
@@ -109,12 +110,12 @@ class SharedConnection:
 
     async def execute(self, *args: str | bytes | int | float) -> Any:
         if self.options is None:
-            return await self.fallback.execute_command(*args)
+            return await self.fallback.execute_command(*args)  # type: ignore[no-untyped-call]
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
         future = asyncio.get_running_loop().create_future()
-        protocol.send(hiredis.pack_command(args), future)
+        protocol.send(hiredis.pack_command(args), future)  # type: ignore[arg-type]
         try:
             return await future
         except asyncio.CancelledError:
@@ -138,7 +139,7 @@ class SharedConnection:
                 async with asyncio.timeout(self.connect_timeout):
                     for command in self._setup_commands(options):
                         future = loop.create_future()
-                        protocol.send(hiredis.pack_command(command), future)
+                        protocol.send(hiredis.pack_command(command), future)  # type: ignore[arg-type]
                         await future
             except BaseException as e:
                 protocol.drop()  # a wrong password, a timeout: no half-set-up connection left
@@ -149,8 +150,8 @@ class SharedConnection:
             return protocol
 
     @staticmethod
-    def _setup_commands(options: dict) -> list[tuple]:
-        setup: list[tuple] = []
+    def _setup_commands(options: Mapping[str, Any]) -> list[tuple[str | int, ...]]:
+        setup: list[tuple[str | int, ...]] = []
         if options.get("password"):
             user = [options["username"]] if options.get("username") else []
             setup.append(("AUTH", *user, options["password"]))

@@ -29,7 +29,7 @@ async def every(seconds: float, name: str, job: Callable[[], Awaitable[object]])
 @contextlib.asynccontextmanager
 async def running(*coroutines: Awaitable[None]) -> AsyncIterator[None]:
     """Runs the coroutines as tasks for the duration of the block, then cancels them."""
-    tasks = [asyncio.create_task(c) for c in coroutines]  # type: ignore[arg-type]
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
     try:
         yield
     finally:

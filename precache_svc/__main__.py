@@ -48,7 +48,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
                 service, server
             )
     finally:
-        await channel.close()
+        await channel.close(grace=None)
         await redis.aclose()
         await replica.close()
 

@@ -140,7 +140,11 @@ class Builder:
         return "purged"
 
     async def _to_user(
-        self, event: events_pb2.Event, user_id: str, kind: int, **change: Any
+        self,
+        event: events_pb2.Event,
+        user_id: str,
+        kind: feed_pb2.FeedKind.ValueType,
+        **change: Any,
     ) -> None:
         """One batch for one user's queue, its id derived from the event."""
         await self.stream.send(

@@ -7,6 +7,8 @@ import asyncio
 import itertools
 import logging
 
+import grpc
+
 from mesh.errors import InvalidArgument, Unavailable
 from mesh.interceptors import is_dependency_failure
 from mesh.validation import parse_uuid
@@ -76,7 +78,9 @@ class PrecacheService(precache_pb2_grpc.PrecacheServiceServicer):
     def __init__(self, refills: RefillQueue) -> None:
         self.refills = refills
 
-    async def RequestRefill(self, request, context):
+    async def RequestRefill(
+        self, request: precache_pb2.RequestRefillRequest, context: grpc.aio.ServicerContext
+    ) -> precache_pb2.RequestRefillResponse:
         user_id = str(parse_uuid(request.user_id, "user_id"))
         if request.kind not in (feed_pb2.FEED_KIND_FOLLOWING, feed_pb2.FEED_KIND_FOR_YOU):
             raise InvalidArgument("kind", "must be FEED_KIND_FOLLOWING or FEED_KIND_FOR_YOU")

@@ -28,7 +28,7 @@ IN_FLIGHT = Gauge(
 
 
 class FeedStream:
-    def __init__(self, stub: feed_pb2_grpc.FeedServiceStub, *, window: int = 5000) -> None:
+    def __init__(self, stub: feed_pb2_grpc.FeedServiceAsyncStub, *, window: int = 5000) -> None:
         self.stub = stub
         self._room = asyncio.Semaphore(window)
         # batches not yet acknowledged, oldest first, each with the future its sender awaits
@@ -96,7 +96,7 @@ class FeedStream:
             # acks come in order; anything else is a bug on one side: resend from scratch
             raise grpc.aio.AioRpcError(
                 grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                details=f"unexpected ack {batch_id}",
+                details=f"unexpected ack {batch_id}", debug_error_string=None,
             )  # fmt: skip
         _, future = self._window.popleft()
         self._written -= 1

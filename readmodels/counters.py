@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -75,7 +75,7 @@ class CounterMirror:
         return await self._read(keys.video_counts, VIDEO_FIELDS, video_ids)
 
     async def _read(
-        self, key_of, fields: tuple[str, ...], ids: Sequence[str]
+        self, key_of: Callable[[str], str], fields: tuple[str, ...], ids: Sequence[str]
     ) -> dict[str, tuple[int, ...]]:
         if not ids:
             return {}
@@ -99,7 +99,7 @@ class VideoCountsSource:
     def __init__(
         self,
         mirror: CounterMirror,
-        activity: activity_pb2_grpc.ActivityServiceStub,
+        activity: activity_pb2_grpc.ActivityServiceAsyncStub,
         *,
         breaker: Breaker | None = None,
         timeout: float = 1.0,

@@ -99,7 +99,7 @@ class ProbeResult:
     thumbnail_jpeg: bytes
 
 
-def probe_video(source: BinaryIO, content_type: str) -> ProbeResult:
+def probe_video(source: BinaryIO | io.RawIOBase, content_type: str) -> ProbeResult:
     """Checks that ``source`` is a real video of the declared type and at most 60 s long, and
     makes a JPEG thumbnail from its first frame. Raises RejectedMedia with a client message."""
     try:

@@ -32,6 +32,12 @@ from upload_svc.cards import Cards, video_message
 from upload_svc.storage import Storage
 
 log = logging.getLogger("upload_svc.renditions")
+# what postpones a job without counting an attempt: storage or the database is unavailable
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (
+    *DEPENDENCY_ERRORS,
+    botocore.exceptions.BotoCoreError,
+    botocore.exceptions.ClientError,
+)
 
 LEASE_SECONDS = 30.0
 POLL_SECONDS = 2.0
@@ -171,8 +177,7 @@ class RenditionWorker:
             log.warning("transcode lease lost", extra={"video_id": str(job.video_id)})
         except Unreadable as e:
             await self._failed_attempt(job, str(e))
-        except (*DEPENDENCY_ERRORS, botocore.exceptions.BotoCoreError,
-                botocore.exceptions.ClientError) as e:  # fmt: skip
+        except STORAGE_ERRORS as e:
             JOBS.labels("storage_unavailable").inc()
             log.warning("transcode postponed: %r", e, extra={"video_id": str(job.video_id)})
             await self._postpone(job, repr(e))

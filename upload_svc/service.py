@@ -57,7 +57,9 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
 
     # --- tickets --------------------------------------------------------------------------
 
-    async def CreateUpload(self, request, context):
+    async def CreateUpload(
+        self, request: upload_pb2.CreateUploadRequest, context: grpc.aio.ServicerContext
+    ) -> upload_pb2.Upload:
         owner = parse_uuid(require_caller(context), "caller")
         content_type = rules.check_content_type(request.content_type)
         size = rules.check_size(request.size_bytes)
@@ -137,7 +139,9 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
 
     # --- reads ----------------------------------------------------------------------------
 
-    async def GetVideo(self, request, context):
+    async def GetVideo(
+        self, request: upload_pb2.GetVideoRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Video:
         video_id = parse_uuid(request.video_id, "video_id")
         async with self.pool.connection() as conn:
             video = await store.video_by_id(conn, video_id)
@@ -147,7 +151,9 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         await self.counts.fill([message])
         return message
 
-    async def ListUserVideos(self, request, context):
+    async def ListUserVideos(
+        self, request: upload_pb2.ListUserVideosRequest, context: grpc.aio.ServicerContext
+    ) -> upload_pb2.ListUserVideosResponse:
         user_id = parse_uuid(request.user_id, "user_id")
         size = page_size(request.page_size)
         position = decode_token(request.page_token, f"videos:{user_id}")
@@ -160,7 +166,9 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         await self.counts.fill(videos)
         return upload_pb2.ListUserVideosResponse(videos=videos, next_page_token=token)
 
-    async def BatchGetVideos(self, request, context):
+    async def BatchGetVideos(
+        self, request: upload_pb2.BatchGetVideosRequest, context: grpc.aio.ServicerContext
+    ) -> upload_pb2.BatchGetVideosResponse:
         if len(request.video_ids) > MAX_BATCH:
             raise InvalidArgument("video_ids", f"at most {MAX_BATCH} ids per call")
         ids = [parse_uuid(v, "video_ids") for v in request.video_ids]
@@ -179,7 +187,9 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
 
     # --- delete ---------------------------------------------------------------------------
 
-    async def DeleteVideo(self, request, context):
+    async def DeleteVideo(
+        self, request: upload_pb2.DeleteVideoRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
         caller = parse_uuid(require_caller(context), "caller")
         video_id = parse_uuid(request.video_id, "video_id")
         async with self.pool.connection() as conn, conn.transaction():

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import botocore.exceptions
-from botocore.client import BaseClient
 
 from upload_svc import rules
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 MISSING_CODES = ("404", "NoSuchKey", "NotFound")
 PRECONDITION_CODES = ("PreconditionFailed", "412")
@@ -26,8 +29,8 @@ class ObjectHead:
 class Storage:
     """The bucket and the two S3 clients: one for our own calls, one that signs public URLs."""
 
-    client: BaseClient
-    presigner: BaseClient
+    client: S3Client
+    presigner: S3Client
     bucket: str
     media_base_url: str  # CDN_BASE_URL: where clients GET objects
 
@@ -155,23 +158,31 @@ class Multipart:
     upload_id: str
 
     def __post_init__(self) -> None:
-        self.parts: list[dict[str, Any]] = []
-
-    def _target(self) -> dict[str, str]:
-        return {"Bucket": self.storage.bucket, "Key": self.key, "UploadId": self.upload_id}
+        self.parts: list[CompletedPartTypeDef] = []
 
     def upload_part(self, body: bytes) -> None:
         number = len(self.parts) + 1
-        reply = self.storage.client.upload_part(PartNumber=number, Body=body, **self._target())
+        reply = self.storage.client.upload_part(
+            Bucket=self.storage.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            PartNumber=number,
+            Body=body,
+        )
         self.parts.append({"PartNumber": number, "ETag": reply["ETag"]})
 
     def complete(self) -> None:
         self.storage.client.complete_multipart_upload(
-            MultipartUpload={"Parts": self.parts}, **self._target()
+            Bucket=self.storage.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
         )
 
     def abort(self) -> None:
-        self.storage.client.abort_multipart_upload(**self._target())
+        self.storage.client.abort_multipart_upload(
+            Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id
+        )
 
 
 def _code(error: botocore.exceptions.ClientError) -> str | None:

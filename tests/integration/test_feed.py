@@ -157,7 +157,8 @@ def test_a_missing_queue_is_served_from_the_replica_and_rebuilt(edge: Http, stac
     creator, fan = sign_up(edge, "creator"), sign_up(edge, "fan")
     follow(edge, fan, creator)
     videos = [publish(edge, creator) for _ in range(3)]
-    eventually(lambda: len(ids(feed(edge, fan))) == 3)
+    # settled: a card changes once more, when its video's ladder is ready
+    eventually(lambda: [v["state"] for v in feed(edge, fan)["items"]] == [READY] * 3, 30)
     r = redis.Redis.from_url(stack.settings.redis_url)
     try:
         r.delete(keys.feed_queue(fan.user_id, "following"))
