@@ -36,16 +36,11 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     )
     await apply_migrations(settings.database_url, SCHEMA, MIGRATIONS)
     pool = await open_pool(settings.database_url, SCHEMA, max_size=20)
-    replica = (
-        pool
-        if settings.database_replica_url == settings.database_url
-        else await open_pool(settings.database_replica_url, SCHEMA)
-    )
     redis = redis_client(settings.redis_url)
     mirror = CounterMirror(redis)
     channel = internal_channel(settings)
     videos = VideoDirectory(upload_pb2_grpc.UploadServiceStub(channel))
-    service = ActivityService(pool, replica, Passwords(), tokens, videos, mirror)
+    service = ActivityService(pool, Passwords(), tokens, videos, mirror)
     # stable across restarts of this instance, so it resumes its own unacknowledged entries
     consumer = CounterConsumer(
         pool, redis, mirror, f"{socket.gethostname()}:{settings.grpc_ports['activity']}"
@@ -63,8 +58,6 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     finally:
         await channel.close(grace=None)
         await redis.aclose()
-        if replica is not pool:
-            await replica.close()
         await pool.close()
 
 

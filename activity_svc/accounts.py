@@ -7,7 +7,7 @@ import logging
 import grpc
 
 from activity_svc import rules, store
-from activity_svc.servicer import ServicerBase, batch_ids, user_message
+from activity_svc.servicer import ServicerBase, user_message
 from mesh.errors import AlreadyExists, NotFound, Unauthenticated
 from mesh.proto import timestamp
 from mesh.validation import parse_uuid
@@ -69,11 +69,3 @@ class AccountRpcs(ServicerBase):
         if not rows:
             raise NotFound("user", request.user_id)
         return user_message(rows[0])
-
-    async def BatchGetUsers(
-        self, request: activity_pb2.BatchGetUsersRequest, context: grpc.aio.ServicerContext
-    ) -> activity_pb2.BatchGetUsersResponse:
-        ids = batch_ids(request.user_ids, "user_ids")
-        async with self.pool.connection() as conn:
-            rows = await store.user_views(conn, ids)
-        return activity_pb2.BatchGetUsersResponse(users=[user_message(r) for r in rows])

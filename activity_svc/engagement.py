@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2
 
 from activity_svc import store
 from activity_svc.servicer import ServicerBase, batch_ids, caller_uuid, seq_position
-from mesh.errors import InvalidArgument, NotFound, PermissionDenied
+from mesh.errors import NotFound, PermissionDenied
 from mesh.outbox import new_event
 from mesh.pagination import encode_token
 from mesh.proto import timestamp
@@ -17,7 +18,6 @@ from mesh.validation import page_size, parse_uuid
 from readmodels.counters import Counts
 from tiktok.v1 import activity_pb2, common_pb2, events_pb2
 
-RECENT_LIKES_DEFAULT, RECENT_LIKES_MAX = 100, 1000
 # rounds of reading a liked/favorite list to fill a page when some videos were deleted
 FILL_ROUNDS = 4
 
@@ -27,11 +27,7 @@ class EngagementRpcs(ServicerBase):
         self, request: activity_pb2.CreateLikeRequest, context: grpc.aio.ServicerContext
     ) -> activity_pb2.Like:
         row = await self._add_video_pair("likes", request.video_id, context)
-        return activity_pb2.Like(
-            user_id=str(row.actor_id),
-            video_id=str(row.target_id),
-            created_at=timestamp(row.created_at),
-        )
+        return activity_pb2.Like(**_pair_fields(row))
 
     async def DeleteLike(
         self, request: activity_pb2.DeleteLikeRequest, context: grpc.aio.ServicerContext
@@ -43,11 +39,7 @@ class EngagementRpcs(ServicerBase):
         self, request: activity_pb2.CreateFavoriteRequest, context: grpc.aio.ServicerContext
     ) -> activity_pb2.Favorite:
         row = await self._add_video_pair("favorites", request.video_id, context)
-        return activity_pb2.Favorite(
-            user_id=str(row.actor_id),
-            video_id=str(row.target_id),
-            created_at=timestamp(row.created_at),
-        )
+        return activity_pb2.Favorite(**_pair_fields(row))
 
     async def DeleteFavorite(
         self, request: activity_pb2.DeleteFavoriteRequest, context: grpc.aio.ServicerContext
@@ -132,17 +124,6 @@ class EngagementRpcs(ServicerBase):
                     max(0, n) for n in found
                 )
 
-    async def ListRecentLikes(
-        self, request: activity_pb2.ListRecentLikesRequest, context: grpc.aio.ServicerContext
-    ) -> activity_pb2.ListRecentLikesResponse:
-        user_id = parse_uuid(request.user_id, "user_id")
-        if not 0 <= request.limit <= RECENT_LIKES_MAX:
-            raise InvalidArgument("limit", f"must be between 1 and {RECENT_LIKES_MAX}")
-        limit = request.limit or RECENT_LIKES_DEFAULT
-        async with self.replica.connection() as conn:
-            rows = await store.video_pair_page(conn, "likes", user_id, None, limit)
-        return activity_pb2.ListRecentLikesResponse(video_ids=[str(v) for _, v in rows])
-
     async def BatchGetVideoCounts(
         self, request: activity_pb2.BatchGetVideoCountsRequest, context: grpc.aio.ServicerContext
     ) -> activity_pb2.BatchGetVideoCountsResponse:
@@ -166,6 +147,15 @@ class EngagementRpcs(ServicerBase):
                 for r in entries
             ]
         )
+
+
+def _pair_fields(row: store.PairRow) -> dict[str, Any]:
+    """The fields a Like and a Favorite share: who, which video, when."""
+    return {
+        "user_id": str(row.actor_id),
+        "video_id": str(row.target_id),
+        "created_at": timestamp(row.created_at),
+    }
 
 
 def _video_pair_event(

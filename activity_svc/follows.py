@@ -17,8 +17,6 @@ from mesh.proto import timestamp
 from mesh.validation import page_size, parse_uuid
 from tiktok.v1 import activity_pb2, common_pb2, events_pb2
 
-ID_PAGE_DEFAULT, ID_PAGE_MAX = 1000, 10_000
-
 
 class FollowRpcs(ServicerBase):
     async def CreateFollow(
@@ -74,29 +72,6 @@ class FollowRpcs(ServicerBase):
         page = rows[:size]
         token = encode_token(kind, [page[-1][0]]) if len(rows) > size else ""
         return [user_message(user) for _, user in page], token
-
-    async def ListFollowerIds(
-        self, request: activity_pb2.ListFollowerIdsRequest, context: grpc.aio.ServicerContext
-    ) -> activity_pb2.ListFollowerIdsResponse:
-        ids, token = await self._follow_ids("followers", request)
-        return activity_pb2.ListFollowerIdsResponse(user_ids=ids, next_page_token=token)
-
-    async def ListFolloweeIds(
-        self, request: activity_pb2.ListFolloweeIdsRequest, context: grpc.aio.ServicerContext
-    ) -> activity_pb2.ListFolloweeIdsResponse:
-        ids, token = await self._follow_ids("following", request)
-        return activity_pb2.ListFolloweeIdsResponse(user_ids=ids, next_page_token=token)
-
-    async def _follow_ids(self, side: store.Side, request) -> tuple[list[str], str]:
-        user_id = parse_uuid(request.user_id, "user_id")
-        size = page_size(request.page_size, ID_PAGE_DEFAULT, ID_PAGE_MAX)
-        kind = f"{side}-ids:{user_id}"
-        after = seq_position(request.page_token, kind)
-        async with self.replica.connection() as conn:
-            rows = await store.follow_ids_page(conn, side, user_id, after, size + 1)
-        page = rows[:size]
-        token = encode_token(kind, [page[-1][0]]) if len(rows) > size else ""
-        return [str(other) for _, other in page], token
 
 
 def _follow_event(event_type: str, follower: uuid.UUID, followee: uuid.UUID) -> events_pb2.Event:

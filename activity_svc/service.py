@@ -1,8 +1,8 @@
 """ActivityService servicer: validate the request, call the store, build the reply.
 
 Writes that change state record their event in the same transaction; counters are not touched
-here (the counter consumer applies the events). Reads of the builder's id lists go to the read
-replica; everything a user just wrote and reads back goes to the primary.
+here (the counter consumer applies the events). Reads go to the primary, so what a user just wrote
+they read back.
 
 One class, one mixin per group of RPCs: ``accounts``, ``follows``, ``engagement`` (likes,
 favorites, counts), ``comments``; what they share is in ``servicer``.
@@ -33,14 +33,12 @@ class ActivityService(
     def __init__(
         self,
         pool: AsyncConnectionPool,
-        replica: AsyncConnectionPool,
         passwords: Passwords,
         tokens: TokenIssuer,
         videos: VideoDirectory,
         mirror: CounterMirror,
     ) -> None:
         self.pool = pool
-        self.replica = replica
         self.passwords = passwords
         self.tokens = tokens
         self.videos = videos

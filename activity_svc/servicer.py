@@ -28,7 +28,6 @@ class ServicerBase:
     """The dependencies of every RPC group (set by ActivityService.__init__)."""
 
     pool: AsyncConnectionPool  # the primary
-    replica: AsyncConnectionPool  # the read replica: the builder's id lists
     passwords: Passwords
     tokens: TokenIssuer
     videos: VideoDirectory  # UploadService, asked whether a video exists

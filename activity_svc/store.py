@@ -211,18 +211,6 @@ async def follow_page(
     return [(row[0], UserView(*row[1:])) for row in await cur.fetchall()]
 
 
-async def follow_ids_page(
-    conn: AsyncConnection, side: Side, user_id: uuid.UUID, after_seq: int | None, limit: int
-) -> list[tuple[int, uuid.UUID]]:
-    """Like ``follow_page`` but ids only: an index-only scan (the index INCLUDEs the other id)."""
-    own, other = _FOLLOW_SIDES[side]
-    query = sql.SQL(
-        "SELECT seq, {other} FROM follows WHERE {own} = %s AND seq < %s ORDER BY seq DESC LIMIT %s"
-    ).format(own=sql.Identifier(own), other=sql.Identifier(other))
-    cur = await conn.execute(query, [user_id, _before(after_seq), limit])
-    return [(row[0], row[1]) for row in await cur.fetchall()]
-
-
 def _before(after_seq: int | None) -> int:
     """The keyset bound: rows with a smaller seq come after ``after_seq`` (newest first)."""
     return after_seq if after_seq is not None else 2**63 - 1

@@ -24,6 +24,7 @@ from upload_svc.janitor import (
     sweep_expired_uploads,
     sweep_reused_upload_urls,
 )
+from upload_svc.publishing import Publisher
 from upload_svc.renditions import RenditionWorker
 from upload_svc.service import UploadService
 from upload_svc.storage import Storage
@@ -51,7 +52,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     )
     cards = Cards(redis, breaker)
     transcode_wanted = asyncio.Event()
-    service = UploadService(pool, storage, cards, counts, transcode_wanted)
+    service = UploadService(Publisher(pool, storage, cards, counts, transcode_wanted))
     relay = OutboxRelay(pool, redis, SCHEMA)
     name = f"{socket.gethostname()}:{settings.grpc_ports['upload']}"
     worker = RenditionWorker(

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from google.protobuf import empty_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
-from psycopg_pool import AsyncConnectionPool
 
 from mesh.auth import require_caller
 from mesh.errors import InvalidArgument, NotFound, PermissionDenied
@@ -24,12 +23,11 @@ from mesh.pagination import decode_token, encode_token
 from mesh.proto import timestamp
 from mesh.validation import page_size, parse_uuid
 from readmodels import objects
-from readmodels.counters import VIDEO_FIELDS, VideoCountsSource
+from readmodels.counters import VIDEO_FIELDS
 from tiktok.v1 import common_pb2, events_pb2, upload_pb2, upload_pb2_grpc
 from upload_svc import rules, store
-from upload_svc.cards import Cards, video_message
+from upload_svc.cards import video_message
 from upload_svc.publishing import Publisher
-from upload_svc.storage import Storage
 
 log = logging.getLogger("upload_svc")
 
@@ -37,20 +35,13 @@ MAX_BATCH = 500
 
 
 class UploadService(upload_pb2_grpc.UploadServiceServicer):
-    def __init__(
-        self,
-        pool: AsyncConnectionPool,
-        storage: Storage,
-        cards: Cards,
-        counts: VideoCountsSource,
-        transcode_wanted: asyncio.Event,
-        probe_slots: int = 2,
-    ) -> None:
-        self.pool = pool
-        self.storage = storage
-        self.cards = cards
-        self.counts = counts
-        self.publisher = Publisher(pool, storage, cards, counts, transcode_wanted, probe_slots)
+    def __init__(self, publisher: Publisher) -> None:
+        # the servicer reads and deletes through the publisher's dependencies; publishing is its job
+        self.publisher = publisher
+        self.pool = publisher.pool
+        self.storage = publisher.storage
+        self.cards = publisher.cards
+        self.counts = publisher.counts
 
     def video_message(self, row: store.VideoRow) -> common_pb2.Video:
         return video_message(row, self.storage)

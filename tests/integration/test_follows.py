@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 import threading
 import time
-import uuid
 
 import grpc
 import pytest
@@ -156,48 +155,3 @@ def test_follows_work_over_grpc_through_the_edge(edge: Http, edge_channel: grpc.
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     stub.DeleteFollow(activity_pb2.DeleteFollowRequest(followee_id=bob.user_id), metadata=auth)
     assert not stub.ListFollowing(activity_pb2.ListFollowingRequest(user_id=ana.user_id)).users
-
-
-def test_builder_id_lists_page_through_every_follower(
-    edge: Http, internal_channel: grpc.Channel
-) -> None:
-    star = sign_up(edge, "star")
-    fans = sign_up_many(edge.port, 6, "fan")
-    in_parallel(edge.port, [lambda http, f=f: follow(http, f, star.user_id) for f in fans])
-    stub = activity_pb2_grpc.ActivityServiceStub(internal_channel)
-    seen: list[str] = []
-    token = ""
-    while True:
-        page = stub.ListFollowerIds(
-            activity_pb2.ListFollowerIdsRequest(user_id=star.user_id, page_size=4, page_token=token)
-        )
-        seen += page.user_ids
-        token = page.next_page_token
-        if not token:
-            break
-    assert sorted(seen) == sorted(f.user_id for f in fans)
-    followees = stub.ListFolloweeIds(activity_pb2.ListFolloweeIdsRequest(user_id=fans[0].user_id))
-    assert list(followees.user_ids) == [star.user_id]
-    # unknown users have no followers: an empty list, not NOT_FOUND
-    empty = stub.ListFollowerIds(activity_pb2.ListFollowerIdsRequest(user_id=str(uuid.uuid4())))
-    assert list(empty.user_ids) == []
-    with pytest.raises(grpc.RpcError) as e:
-        stub.ListFollowerIds(
-            activity_pb2.ListFollowerIdsRequest(user_id=star.user_id, page_size=10_001)
-        )
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    users = stub.BatchGetUsers(
-        activity_pb2.BatchGetUsersRequest(user_ids=[star.user_id, star.user_id, UNKNOWN_ID])
-    ).users
-    assert [u.user_id for u in users] == [star.user_id]
-    eventually(
-        lambda: (
-            stub.BatchGetUsers(activity_pb2.BatchGetUsersRequest(user_ids=[star.user_id]))
-            .users[0]
-            .follower_count
-            == 6
-        )
-    )
-    with pytest.raises(grpc.RpcError) as e:
-        stub.BatchGetUsers(activity_pb2.BatchGetUsersRequest(user_ids=[UNKNOWN_ID] * 501))
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT

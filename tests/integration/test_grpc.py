@@ -67,13 +67,13 @@ def test_grpc_without_token_on_protected_method_is_unauthenticated(
 def test_internal_methods_are_routed_on_internal_listener_only(
     edge_channel: grpc.Channel, internal_channel: grpc.Channel
 ) -> None:
-    request = activity_pb2.BatchGetUsersRequest()
+    request = activity_pb2.BatchGetVideoCountsRequest()
     with pytest.raises(grpc.RpcError) as edge_err:
-        activity_pb2_grpc.ActivityServiceStub(edge_channel).BatchGetUsers(request)
+        activity_pb2_grpc.ActivityServiceStub(edge_channel).BatchGetVideoCounts(request)
     assert edge_err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "no such route" in edge_err.value.details()
-    reply = activity_pb2_grpc.ActivityServiceStub(internal_channel).BatchGetUsers(request)
-    assert list(reply.users) == []
+    reply = activity_pb2_grpc.ActivityServiceStub(internal_channel).BatchGetVideoCounts(request)
+    assert list(reply.counts) == []
 
 
 def test_grpcurl_through_the_edge_with_the_protos(edge: Http, stack: Stack) -> None:

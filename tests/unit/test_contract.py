@@ -27,7 +27,7 @@ def test_public_and_anonymous_methods_match_the_design_table() -> None:
         "ListLikedVideos", "ListComments", "GetVideo", "ListUserVideos", "GetFeed",
     }  # fmt: skip
     internal = {name for name, r in routes.items() if not r.public}
-    assert {"StreamFeedBatches", "RequestRefill", "UploadVideo", "BatchGetUsers"} <= internal
+    assert {"StreamFeedBatches", "RequestRefill", "UploadVideo", "BatchGetVideoCounts"} <= internal
     assert not (anonymous & internal)
 
 
