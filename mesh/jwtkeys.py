@@ -9,11 +9,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from mesh.keyfiles import ensure_secret_file
 
 ALGORITHM = "EdDSA"
 
@@ -24,17 +25,14 @@ def _b64url(raw: bytes) -> str:
 
 def ensure_signing_key(path: Path) -> None:
     """Creates an Ed25519 private key at ``path`` (mode 0600) unless one is there."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ensure_secret_file(
+        path,
+        lambda: Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
     )
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-    tmp.replace(path)
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:

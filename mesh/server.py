@@ -21,6 +21,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
+from mesh import pagination
 from mesh.interceptors import MeshInterceptor
 from mesh.logs import configure_logging
 from mesh.settings import SERVICES_BY_NAME, ServiceSpec, Settings
@@ -82,6 +83,9 @@ def run_service(name: str, setup: Setup) -> None:
     spec = SERVICES_BY_NAME[name]
     settings = Settings.from_env()
     configure_logging(spec.package, settings.log_level)
+    pagination.configure(
+        settings.page_token_key or pagination.load_key(settings.page_token_key_file)
+    )
     start_http_server(settings.metrics_ports[name], addr=settings.bind_host)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(spec, settings, setup))

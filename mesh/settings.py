@@ -6,6 +6,7 @@ passes it down. Defaults are the local ones; production sets the variables.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ class Settings:
     transcode_concurrency: int
     transcode_max_attempts: int
     jwt_private_key_file: Path
+    # the HMAC key of page tokens and feed cursors: PAGE_TOKEN_KEY (base64, production) or a file
+    # made on first run
+    page_token_key: bytes | None
+    page_token_key_file: Path
     jwt_issuer: str
     jwt_audience: str
     jwt_ttl_seconds: int
@@ -109,6 +114,10 @@ class Settings:
             jwt_private_key_file=Path(
                 env.get("JWT_PRIVATE_KEY_FILE") or data_dir / "jwt" / "signing-key.pem"
             ),
+            page_token_key=_base64_secret(env, "PAGE_TOKEN_KEY"),
+            page_token_key_file=Path(
+                env.get("PAGE_TOKEN_KEY_FILE") or data_dir / "secrets" / "page-token.key"
+            ),
             jwt_issuer=env.get("JWT_ISSUER", "tiktok-local"),
             jwt_audience=env.get("JWT_AUDIENCE", "tiktok-api"),
             jwt_ttl_seconds=int(env.get("JWT_TTL_SECONDS", "86400")),
@@ -135,3 +144,13 @@ class Settings:
     def internal_target(self) -> str:
         """Where services reach each other: the internal Envoy listener, never an instance."""
         return f"{self.internal_host}:{self.internal_port}"
+
+
+def _base64_secret(env: Mapping[str, str], name: str) -> bytes | None:
+    text = env.get(name)
+    if not text:
+        return None
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=False)
+    except ValueError:
+        raise ValueError(f"{name}: expected base64") from None

@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.clients import s3_client
 from mesh.jwtkeys import ensure_signing_key, write_jwks
+from mesh.pagination import load_key
 from mesh.settings import SERVICES_BY_NAME, Settings
 from stack import servers
 from stack.envoy_config import render_envoy_configs
@@ -36,7 +37,8 @@ def ephemeral_env() -> dict[str, str]:
     """This process's environment without managed-server URLs or a signing key: the stack of a
     test session or a benchmark always runs its own embedded servers and keys."""
     env = {k: v for k, v in os.environ.items() if k not in EXTERNAL_URLS}
-    env.pop("JWT_PRIVATE_KEY_FILE", None)
+    for secret in ("JWT_PRIVATE_KEY_FILE", "PAGE_TOKEN_KEY", "PAGE_TOKEN_KEY_FILE"):
+        env.pop(secret, None)
     return env
 
 
@@ -115,6 +117,8 @@ class Stack:
         key = self.settings.jwt_private_key_file
         ensure_signing_key(key)
         write_jwks(key, self.jwks_path)
+        if not self.settings.page_token_key:  # made once here, before N instances start
+            load_key(self.settings.page_token_key_file)
 
     @property
     def media_url(self) -> str:

@@ -3,7 +3,9 @@ creator (pulled, not pushed) and the for-you list."""
 
 from __future__ import annotations
 
+import base64
 import collections
+import json
 
 import grpc
 import psycopg
@@ -104,6 +106,32 @@ def test_feed_rules_on_tokens_and_bad_input(edge: Http) -> None:
     if for_you["next_cursor"]:
         r = edge.get(f"/v1/feed?kind=following&cursor={for_you['next_cursor']}", token=fan.token)
         assert r.status == 400
+
+
+def _edited(token: str) -> str:
+    """``token`` with its position changed and its tag kept, as a client tampering would."""
+    body, _, tag = token.partition(".")
+    data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    data["p"][-1] = 10**9 if isinstance(data["p"][-1], int) else "ffffffff"
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return f"{base64.urlsafe_b64encode(raw).rstrip(b'=').decode()}.{tag}"
+
+
+def test_edited_cursors_and_page_tokens_are_400(edge: Http) -> None:
+    creator, fan = sign_up(edge, "creator"), sign_up(edge, "fan")
+    follow(edge, fan, creator)
+    for _ in range(2):
+        publish(edge, creator)
+    eventually(lambda: len(ids(feed(edge, fan))) == 2)
+    cursor = feed(edge, fan, page_size=1)["next_cursor"]
+    assert feed(edge, fan, page_size=1, cursor=cursor)["items"]  # the genuine one works
+    r = edge.get(f"/v1/feed?kind=following&page_size=1&cursor={_edited(cursor)}", token=fan.token)
+    assert r.status == 400 and r.json()["message"].startswith("cursor:")
+    videos = f"/v1/users/{creator.user_id}/videos?page_size=1"
+    token = edge.get(videos).json()["next_page_token"]
+    assert edge.get(f"{videos}&page_token={token}").status == 200
+    r = edge.get(f"{videos}&page_token={_edited(token)}")
+    assert r.status == 400 and r.json()["message"].startswith("page_token:")
 
 
 def test_for_you_works_anonymously_with_creator_diversity(edge: Http) -> None:
