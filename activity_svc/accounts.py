@@ -8,7 +8,7 @@ import grpc
 
 from activity_svc import rules, store
 from activity_svc.servicer import ServicerBase, user_message
-from mesh.errors import AlreadyExists, NotFound, Unauthenticated
+from mesh.errors import AlreadyExists, NotFound, Unauthenticated, shown
 from mesh.proto import timestamp
 from mesh.validation import parse_uuid
 from tiktok.v1 import activity_pb2, common_pb2
@@ -37,7 +37,7 @@ class AccountRpcs(ServicerBase):
         async with self.pool.connection() as conn:
             row = await store.insert_user(conn, handle, display_name, password_hash)
         if row is None:
-            raise AlreadyExists(f"handle {handle!r} is already taken")
+            raise AlreadyExists(f"handle {shown(handle)} is already taken")
         log.info("user created", extra={"new_user_id": str(row.user_id)})
         return self._session(row)
 

@@ -6,6 +6,7 @@ import re
 import unicodedata
 
 from mesh.errors import InvalidArgument
+from mesh.validation import check_free_text
 
 HANDLE = re.compile(r"[a-z0-9_.]{3,30}")
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
@@ -47,17 +48,12 @@ def check_display_name(display_name: str, handle: str) -> str:
 
 
 COMMENT_MAX = 500
-# characters a comment may not hold: controls other than line breaks and tabs, and NUL
-# (Postgres text cannot store it)
-_COMMENT_ALLOWED_CONTROLS = {"\n", "\r", "\t"}
 
 
 def check_comment_text(text: str) -> str:
-    """The comment to store: 1-500 code points, not blank, no control characters but breaks."""
+    """The comment to store: 1-500 code points, not blank, free text (``check_free_text``)."""
     if not text.strip():
         raise InvalidArgument("text", "is required and must not be blank")
     if len(text) > COMMENT_MAX:
         raise InvalidArgument("text", f"must be at most {COMMENT_MAX} characters, got {len(text)}")
-    if any(unicodedata.category(ch) == "Cc" and ch not in _COMMENT_ALLOWED_CONTROLS for ch in text):
-        raise InvalidArgument("text", "must not contain control characters")
-    return text
+    return check_free_text("text", text)

@@ -23,7 +23,7 @@ from feed_svc.refills import RefillRequests
 from feed_svc.replicafeed import ReplicaFeed
 from mesh.auth import caller_id
 from mesh.breaker import FAST_READ_SECONDS, Breaker
-from mesh.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from mesh.errors import InvalidArgument, PermissionDenied, Unauthenticated, shown
 from mesh.interceptors import DEPENDENCY_ERRORS
 from mesh.pagination import decode_token, encode_token
 from mesh.validation import page_size, parse_uuid
@@ -193,7 +193,7 @@ def _page_ask(request: feed_pb2.GetFeedRequest, caller: str | None) -> PageAsk:
     """The request checked against the caller: feeds are personal, following needs a user."""
     feed = request.kind or "for_you"
     if feed not in FEED_KINDS:
-        raise InvalidArgument("kind", f"must be 'following' or 'for_you', got {feed[:40]!r}")
+        raise InvalidArgument("kind", f"must be 'following' or 'for_you', got {shown(feed)}")
     if request.user_id:
         if caller is None:
             raise Unauthenticated("user_id needs a signed-in user: send a token")

@@ -8,6 +8,17 @@ from __future__ import annotations
 
 import grpc
 
+# a message travels in the grpc-message trailer: long ones break proxies (Envoy answers 502)
+MAX_MESSAGE_CHARS = 500
+SHOWN_CHARS = 40
+
+
+def shown(value: str) -> str:
+    """A rejected value as a message may quote it: its repr, cut to a short prefix."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}… ({len(value)} characters)"
+
 
 class DomainError(Exception):
     """Base: a client-visible failure with a gRPC status code and a readable message."""
@@ -15,6 +26,8 @@ class DomainError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
     def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[: MAX_MESSAGE_CHARS - 1] + "…"
         super().__init__(message)
         self.message = message
 

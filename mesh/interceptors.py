@@ -19,6 +19,7 @@ import grpc
 import psycopg
 import psycopg_pool
 import redis.exceptions
+from google.protobuf.message import DecodeError
 from prometheus_client import Histogram
 
 from mesh.errors import DomainError
@@ -85,6 +86,11 @@ class _Call:
 
     async def fail(self, exc: BaseException) -> None:
         """Aborts the RPC with the status ``exc`` maps to. Always raises."""
+        if isinstance(exc, DecodeError):
+            # e.g. a string field that is not UTF-8 (the transcoder passes path and query bytes
+            # through): the request's fault, said briefly, never echoing the bytes
+            self.code = grpc.StatusCode.INVALID_ARGUMENT
+            await self.context.abort(self.code, UNDECODABLE)
         if isinstance(exc, DomainError):
             self.code = exc.code
             await self.context.abort(exc.code, exc.message)
@@ -124,11 +130,38 @@ class _Call:
         user_id_var.reset(self._tokens[1])
 
 
+UNDECODABLE = "request: not a valid message (text fields must be valid UTF-8)"
+
+
+class _Undecodable:
+    """What a unary request that failed to parse becomes, so the handler can answer
+    INVALID_ARGUMENT (grpc would answer UNKNOWN from inside its deserializer)."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as e:
+            return _Undecodable(e)
+
+    return deserialize
+
+
 def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         call = _Call(method, context)
         exc: BaseException | None = None
         try:
+            if isinstance(request, _Undecodable):
+                raise request.error
             return await inner(request, context)
         except grpc.aio.AbortError as e:
             exc = e
@@ -157,6 +190,8 @@ def _wrap_streaming(
         call = _Call(method, context)
         exc: BaseException | None = None
         try:
+            if isinstance(request, _Undecodable):
+                raise request.error
             async for reply in inner(request, context):
                 yield reply
         except grpc.aio.AbortError as e:
@@ -187,13 +222,16 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method = handler_call_details.method
         if handler is None or method.startswith(_QUIET_PREFIXES):
             return handler
+        # a unary request is parsed before the handler runs: tolerantly, so a bad one is
+        # INVALID_ARGUMENT; a streamed one is parsed as the servicer reads, where fail() maps it
         codec = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
+        unary_codec = {**codec, "request_deserializer": _tolerant(handler.request_deserializer)}
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary), **codec
+                _wrap_unary(method, handler.unary_unary), **unary_codec
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
@@ -201,7 +239,7 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_streaming(method, cast(_Streaming, handler.unary_stream)), **codec
+                _wrap_streaming(method, cast(_Streaming, handler.unary_stream)), **unary_codec
             )
         return grpc.stream_stream_rpc_method_handler(
             _wrap_streaming(method, cast(_Streaming, handler.stream_stream)), **codec

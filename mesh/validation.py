@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 
-from mesh.errors import InvalidArgument
+from mesh.errors import InvalidArgument, shown
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -19,7 +20,7 @@ def parse_uuid(value: str, field: str) -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise InvalidArgument(field, f"must be a UUID, got {value[:64]!r}") from None
+        raise InvalidArgument(field, f"must be a UUID, got {shown(value)}") from None
 
 
 def page_size(value: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
@@ -29,3 +30,20 @@ def page_size(value: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_P
     if value < 0 or value > maximum:
         raise InvalidArgument("page_size", f"must be between 1 and {maximum}, got {value}")
     return value
+
+
+# what free text (captions, comments) may not hold: C0/C1 controls other than line breaks and
+# tabs, and the bidi embeddings, overrides and isolates that make text display other than it reads
+_TEXT_ALLOWED_CONTROLS = frozenset("\n\r\t")
+_BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+
+
+def check_free_text(field: str, text: str) -> str:
+    for ch in text:
+        if unicodedata.category(ch) == "Cc" and ch not in _TEXT_ALLOWED_CONTROLS:
+            raise InvalidArgument(field, "must not contain control characters")
+        if ch in _BIDI_CONTROLS:
+            raise InvalidArgument(
+                field, f"must not contain bidirectional control characters (U+{ord(ch):04X})"
+            )
+    return text

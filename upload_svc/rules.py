@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mesh.errors import InvalidArgument
+from mesh.errors import InvalidArgument, shown
+from mesh.validation import check_free_text
 from readmodels.objects import MAX_UPLOAD_BYTES
 
 CONTENT_TYPES = ("video/mp4", "video/quicktime", "video/webm")
@@ -30,7 +31,7 @@ CONTAINERS = {
 def check_content_type(content_type: str) -> str:
     if content_type not in CONTENT_TYPES:
         raise InvalidArgument(
-            "content_type", f"must be one of {', '.join(CONTENT_TYPES)}, got {content_type!r}"
+            "content_type", f"must be one of {', '.join(CONTENT_TYPES)}, got {shown(content_type)}"
         )
     return content_type
 
@@ -44,8 +45,7 @@ def check_size(size_bytes: int) -> int:
 
 
 def check_caption(caption: str) -> str:
-    if any(ord(ch) < 32 and ch not in "\n\t" for ch in caption):
-        raise InvalidArgument("caption", "must not contain control characters")
+    check_free_text("caption", caption)
     if len(caption) > MAX_CAPTION_CHARS:
         raise InvalidArgument(
             "caption", f"must be at most {MAX_CAPTION_CHARS} characters, got {len(caption)}"

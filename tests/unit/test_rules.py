@@ -8,6 +8,7 @@ from activity_svc import rules as activity_rules
 from activity_svc.rules import check_display_name, check_handle, check_password
 from mesh.errors import InvalidArgument
 from mesh.validation import page_size, parse_uuid
+from upload_svc import rules as upload_rules
 
 
 @pytest.mark.parametrize("handle", ["abc", "a" * 30, "ana.b_9", "..."])
@@ -67,3 +68,26 @@ def test_bad_comments_are_rejected_naming_text(text: str) -> None:
 @pytest.mark.parametrize("text", ["x", "é" * 500, "two\nlines\ttab", "🎉 nice"])
 def test_good_comments_are_kept_as_written(text: str) -> None:
     assert activity_rules.check_comment_text(text) == text
+
+
+@pytest.mark.parametrize("bidi", ["\u202a", "\u202e", "\u2066", "\u2069"])
+def test_captions_and_comments_refuse_bidi_overrides(bidi: str) -> None:
+    with pytest.raises(InvalidArgument, match="bidirectional"):
+        upload_rules.check_caption(f"safe{bidi}txt.exe")
+    with pytest.raises(InvalidArgument, match="bidirectional"):
+        activity_rules.check_comment_text(f"look{bidi}here")
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\x9b"])
+def test_captions_and_comments_refuse_c0_and_c1_controls(control: str) -> None:
+    with pytest.raises(InvalidArgument, match="control"):
+        upload_rules.check_caption(f"a{control}b")
+    with pytest.raises(InvalidArgument, match="control"):
+        activity_rules.check_comment_text(f"a{control}b")
+    assert activity_rules.check_comment_text("two\r\nlines\tand a tab") == "two\r\nlines\tand a tab"
+
+
+def test_a_long_rejected_value_is_quoted_short() -> None:
+    with pytest.raises(InvalidArgument) as e:
+        upload_rules.check_content_type("x" * 100_000)
+    assert len(e.value.message) < 200 and "100000 characters" in e.value.message
