@@ -50,6 +50,14 @@ def test_a_token_we_signed_is_accepted(edge: Http, stack: Stack) -> None:
     assert _follow(edge, _token(stack)).status not in (401, 403)
 
 
+def test_a_token_in_the_query_string_is_not_read(edge: Http, stack: Stack) -> None:
+    token = _token(stack)
+    r = edge.post(f"/v1/follows?access_token={token}", {"followee_id": str(uuid.uuid4())})
+    assert r.status == 401 and r.json()["code"] == 16
+    me = edge.get(f"/v1/feed?kind=following&access_token={token}")
+    assert me.status == 401  # not signed in: the anonymous following feed is refused
+
+
 @pytest.mark.parametrize(
     "case", ["tampered", "expired", "wrong_audience", "wrong_issuer", "alg_none", "garbage"]
 )
