@@ -40,7 +40,8 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     mirror = CounterMirror(redis)
     channel = internal_channel(settings)
     videos = VideoDirectory(upload_pb2_grpc.UploadServiceStub(channel))
-    service = ActivityService(pool, Passwords(), tokens, videos, mirror)
+    passwords = Passwords()
+    service = ActivityService(pool, passwords, tokens, videos, mirror)
     # stable across restarts of this instance, so it resumes its own unacknowledged entries
     consumer = CounterConsumer(
         pool, redis, mirror, f"{socket.gethostname()}:{settings.grpc_ports['activity']}"
@@ -56,6 +57,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
                 service, server
             )
     finally:
+        passwords.close()
         await channel.close(grace=None)
         await redis.aclose()
         await pool.close()

@@ -1,54 +1,85 @@
 """Passwords (Argon2id) and access tokens (EdDSA JWTs): the pure logic of signing up and in.
 
-Argon2 is deliberately slow and memory-hungry, so hashing runs in worker threads with a small
-bound: a burst of sign-ups queues instead of exhausting memory or starving the event loop.
+Argon2 is deliberately slow and memory-hungry, so hashing runs on a dedicated, bounded pool of
+threads. A slot is held until the hash has finished, not until the caller stops waiting (a
+cancelled sign-in does not free a slot while its thread still hashes), and when the queue for
+slots is full a call fails fast with RESOURCE_EXHAUSTED instead of piling up work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from mesh.errors import ResourceExhausted
 from mesh.jwtkeys import ALGORITHM, public_jwk
+
+T = TypeVar("T")
+
+
+def owasp_argon2id() -> PasswordHasher:
+    """OWASP's Password Storage Cheat Sheet, first Argon2id row: m=19 MiB, t=2, p=1."""
+    return PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 
 class Passwords:
-    """Hashes and verifies passwords off the event loop, at most ``concurrency`` at a time."""
+    """Hashes and verifies passwords on ``threads`` dedicated threads; at most ``queue`` calls
+    wait for one, beyond that RESOURCE_EXHAUSTED."""
 
-    def __init__(self, concurrency: int = 2, hasher: PasswordHasher | None = None) -> None:
-        self._hasher = hasher or PasswordHasher()  # Argon2id, RFC 9106 low-memory profile
-        self._slots = asyncio.Semaphore(concurrency)
+    def __init__(
+        self, threads: int = 2, queue: int = 16, hasher: PasswordHasher | None = None
+    ) -> None:
+        self._hasher = hasher or owasp_argon2id()
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, "argon2")
+        self._slots = threads
+        self._queue = queue
+        self._in_use = 0
         # verified when the handle is unknown, so that case takes as long as a wrong password
         self._decoy = self._hasher.hash(uuid.uuid4().hex)
 
     async def hash(self, password: str) -> str:
-        async with self._slots:
-            return await asyncio.to_thread(self._hasher.hash, password)
+        return await self._run(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """True when ``password`` matches; a None hash (unknown user) costs the same and fails."""
-        async with self._slots:
-            return (
-                await asyncio.to_thread(self._verify_sync, password_hash or self._decoy, password)
-                and password_hash is not None
-            )
+        ok = await self._run(self._verify_sync, password_hash or self._decoy, password)
+        return ok and password_hash is not None
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return self._hasher.check_needs_rehash(password_hash)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _run(self, fn: Callable[..., T], *args: str) -> T:
+        if self._in_use >= self._slots + self._queue:
+            raise ResourceExhausted("too many sign-ins in progress; retry in a moment")
+        self._in_use += 1
+        loop = asyncio.get_running_loop()
+        future = self._pool.submit(fn, *args)
+        # released when the work is done (or was cancelled before it started), never earlier
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        return await asyncio.wrap_future(future)
+
+    def _release(self) -> None:
+        self._in_use -= 1
 
     def _verify_sync(self, password_hash: str, password: str) -> bool:
         try:
             return self._hasher.verify(password_hash, password)
         except (VerificationError, InvalidHashError):
             return False
-
-    def needs_rehash(self, password_hash: str) -> bool:
-        return self._hasher.check_needs_rehash(password_hash)
 
 
 @dataclass(frozen=True)

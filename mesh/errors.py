@@ -69,3 +69,9 @@ class Unavailable(DomainError):
     """A dependency (database, cache, storage) is down or too slow; the call may be retried."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhausted(DomainError):
+    """This instance is at capacity for the call; the client should retry after a pause."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED

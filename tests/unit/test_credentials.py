@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from activity_svc.credentials import Passwords, TokenIssuer
+from mesh.errors import ResourceExhausted
 from mesh.jwtkeys import ensure_signing_key, load_signing_key, public_jwk, write_jwks
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -58,3 +60,46 @@ def test_tokens_carry_the_claims_envoy_checks(tmp_path: Path) -> None:
     assert int(token.expires_at.timestamp()) == claims["exp"]
     with pytest.raises(jwt.InvalidAudienceError):
         jwt.decode(token.token, key.public_key(), algorithms=["EdDSA"], audience="other")
+
+
+class _Gated(PasswordHasher):
+    """FAST, but each hash waits for the gate: a hash that takes as long as the test wants."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.gate = threading.Event()
+        self.gate.set()  # the decoy hash at construction passes
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.gate.wait(5)
+        return super().hash(password, salt=salt)
+
+
+def test_an_overloaded_hasher_answers_resource_exhausted_and_slots_outlive_cancels() -> None:
+    async def scenario() -> None:
+        hasher = _Gated()
+        passwords = Passwords(threads=1, queue=1, hasher=hasher)
+        hasher.gate.clear()
+        running = asyncio.create_task(passwords.hash("a"))  # takes the thread
+        waiting = asyncio.create_task(passwords.hash("b"))  # the one place in the queue
+        await asyncio.sleep(0)
+        with pytest.raises(ResourceExhausted):
+            await passwords.hash("c")
+        running.cancel()  # the caller gives up; its thread is still hashing
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        with pytest.raises(ResourceExhausted):  # so its slot is still taken
+            await passwords.hash("d")
+        hasher.gate.set()
+        assert (await waiting).startswith("$argon2id$")
+        assert (await passwords.hash("e")).startswith("$argon2id$")
+        passwords.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_default_hasher_is_at_least_owasps_minimum() -> None:
+    params = Passwords().needs_rehash
+    hashed = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1).hash("x")
+    assert not params(hashed)
+    assert params(FAST.hash("x"))  # weaker hashes are upgraded at the next sign-in
