@@ -11,6 +11,7 @@ from pathlib import Path
 from activity_svc.counters import CounterConsumer, prune_applied_events
 from activity_svc.credentials import Passwords, TokenIssuer
 from activity_svc.service import ActivityService
+from activity_svc.signin_limit import SignInLimit
 from activity_svc.videos import VideoDirectory
 from mesh.clients import internal_channel, redis_client
 from mesh.db import apply_migrations, open_pool
@@ -41,7 +42,8 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     channel = internal_channel(settings)
     videos = VideoDirectory(upload_pb2_grpc.UploadServiceStub(channel))
     passwords = Passwords()
-    service = ActivityService(pool, passwords, tokens, videos, mirror)
+    limit = SignInLimit(redis, settings.signin_max_failures, settings.signin_failure_window_seconds)
+    service = ActivityService(pool, passwords, limit, tokens, videos, mirror)
     # stable across restarts of this instance, so it resumes its own unacknowledged entries
     consumer = CounterConsumer(
         pool, redis, mirror, f"{socket.gethostname()}:{settings.grpc_ports['activity']}"

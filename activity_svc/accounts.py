@@ -49,10 +49,12 @@ class AccountRpcs(ServicerBase):
         rules.check_handle(request.handle)
         if not request.password:
             rules.check_password(request.password)
+        await self.signin_limit.check(request.handle)
         async with self.pool.connection() as conn:
             row = await store.user_by_handle(conn, request.handle)
         ok = await self.passwords.verify(row.password_hash if row else None, request.password)
         if row is None or not ok:
+            await self.signin_limit.failed(request.handle)
             raise Unauthenticated(WRONG_CREDENTIALS)
         if self.passwords.needs_rehash(row.password_hash):
             new_hash = await self.passwords.hash(request.password)

@@ -18,6 +18,7 @@ from activity_svc.credentials import Passwords, TokenIssuer
 from activity_svc.engagement import EngagementRpcs
 from activity_svc.follows import FollowRpcs
 from activity_svc.repair import MirrorRepair
+from activity_svc.signin_limit import SignInLimit
 from activity_svc.videos import VideoDirectory
 from readmodels.counters import CounterMirror
 from tiktok.v1 import activity_pb2_grpc
@@ -34,12 +35,14 @@ class ActivityService(
         self,
         pool: AsyncConnectionPool,
         passwords: Passwords,
+        signin_limit: SignInLimit,
         tokens: TokenIssuer,
         videos: VideoDirectory,
         mirror: CounterMirror,
     ) -> None:
         self.pool = pool
         self.passwords = passwords
+        self.signin_limit = signin_limit
         self.tokens = tokens
         self.videos = videos
         self.repair = MirrorRepair(mirror)

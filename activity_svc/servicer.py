@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from activity_svc import store
 from activity_svc.credentials import Passwords, TokenIssuer
 from activity_svc.repair import MirrorRepair
+from activity_svc.signin_limit import SignInLimit
 from activity_svc.videos import VideoDirectory, VideoRef
 from mesh.auth import require_caller
 from mesh.errors import InvalidArgument, NotFound
@@ -29,6 +30,7 @@ class ServicerBase:
 
     pool: AsyncConnectionPool  # the primary
     passwords: Passwords
+    signin_limit: SignInLimit
     tokens: TokenIssuer
     videos: VideoDirectory  # UploadService, asked whether a video exists
     repair: MirrorRepair

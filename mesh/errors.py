@@ -72,6 +72,11 @@ class Unavailable(DomainError):
 
 
 class ResourceExhausted(DomainError):
-    """This instance is at capacity for the call; the client should retry after a pause."""
+    """A limit is reached; the client should retry after a pause (``retry_after`` seconds, sent
+    as the ``retry-after`` header when known)."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -22,7 +22,7 @@ import redis.exceptions
 from google.protobuf.message import DecodeError
 from prometheus_client import Histogram
 
-from mesh.errors import DomainError
+from mesh.errors import DomainError, ResourceExhausted
 from mesh.logs import request_id_var, user_id_var
 
 log = logging.getLogger("mesh.rpc")
@@ -91,6 +91,9 @@ class _Call:
             # through): the request's fault, said briefly, never echoing the bytes
             self.code = grpc.StatusCode.INVALID_ARGUMENT
             await self.context.abort(self.code, UNDECODABLE)
+        if isinstance(exc, ResourceExhausted) and exc.retry_after is not None:
+            # a trailers-only reply: Envoy turns these into HTTP response headers
+            self.context.set_trailing_metadata((("retry-after", str(exc.retry_after)),))
         if isinstance(exc, DomainError):
             self.code = exc.code
             await self.context.abort(exc.code, exc.message)

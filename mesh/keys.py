@@ -50,3 +50,8 @@ def feed_seen(owner: str, session: str) -> str:
 def feed_page(owner: str, session: str, page: int) -> str:
     """The ids served as page ``page`` of a session, so the same cursor gets the same page."""
     return f"page:{{{owner}}}:{session}:{page}"
+
+
+def signin_failures(handle: str) -> str:
+    """Failed sign-ins for one handle in the current window (a counter with the window's TTL)."""
+    return f"signin:fail:{handle}"

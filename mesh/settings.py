@@ -61,6 +61,9 @@ class Settings:
     transcode_concurrency: int
     transcode_max_attempts: int
     jwt_private_key_file: Path
+    # after this many failed sign-ins for one handle within the window, that handle gets 429
+    signin_max_failures: int
+    signin_failure_window_seconds: int
     # the HMAC key of page tokens and feed cursors: PAGE_TOKEN_KEY (base64, production) or a file
     # made on first run
     page_token_key: bytes | None
@@ -114,6 +117,8 @@ class Settings:
             jwt_private_key_file=Path(
                 env.get("JWT_PRIVATE_KEY_FILE") or data_dir / "jwt" / "signing-key.pem"
             ),
+            signin_max_failures=int(env.get("SIGNIN_MAX_FAILURES", "10")),
+            signin_failure_window_seconds=int(env.get("SIGNIN_FAILURE_WINDOW_SECONDS", "900")),
             page_token_key=_base64_secret(env, "PAGE_TOKEN_KEY"),
             page_token_key_file=Path(
                 env.get("PAGE_TOKEN_KEY_FILE") or data_dir / "secrets" / "page-token.key"

@@ -7,6 +7,7 @@ import uuid
 import jwt
 import pytest
 
+from stack.launcher import Stack
 from tests.helpers import Http, sign_up, unique_handle
 
 USER_FIELDS = {
@@ -170,3 +171,23 @@ def test_oversized_body_is_413(edge: Http) -> None:
     r = edge.post("/v1/users", {"handle": "big", "password": "x" * (2 * 1024 * 1024)})
     assert r.status == 413
     assert r.json()["code"] == 8
+
+
+def test_ten_failed_sign_ins_lock_that_handle_out_for_the_window(edge: Http, stack: Stack) -> None:
+    victim, bystander = sign_up(edge, "victim"), sign_up(edge, "bystander")
+    wrong = {"handle": victim.handle, "password": "not the password"}
+    for _ in range(stack.settings.signin_max_failures):
+        assert edge.post("/v1/sessions", wrong).status == 401
+    right = {"handle": victim.handle, "password": victim.password}
+    r = edge.post("/v1/sessions", right)  # even the right password, until the window passes
+    assert r.status == 429, r.body
+    assert r.json()["code"] == 8 and "failed sign-ins" in r.json()["message"]
+    retry_after = int(r.headers["retry-after"])
+    assert 0 < retry_after <= stack.settings.signin_failure_window_seconds
+    other = {"handle": bystander.handle, "password": bystander.password}
+    assert edge.post("/v1/sessions", other).status == 200  # per handle, not global
+    # unknown handles count too, so the limit says nothing about who exists
+    ghost = {"handle": unique_handle(), "password": "whatever pass"}
+    for _ in range(stack.settings.signin_max_failures):
+        assert edge.post("/v1/sessions", ghost).status == 401
+    assert edge.post("/v1/sessions", ghost).status == 429
