@@ -45,9 +45,9 @@ class SignInLimit:
             log.warning("sign-in limit unchecked, Redis unavailable: %r", e)
             return
         if count is not None and int(count) >= self.max_failures:
+            wait = max(int(ttl), 1)
             raise ResourceExhausted(
-                f"too many failed sign-ins for this handle; retry in {max(ttl, 1)} s",
-                retry_after=max(int(ttl), 1),
+                f"too many failed sign-ins for this handle; retry in {wait} s", retry_after=wait
             )
 
     async def failed(self, handle: str) -> None:

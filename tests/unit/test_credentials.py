@@ -69,8 +69,10 @@ class _Gated(PasswordHasher):
         super().__init__(time_cost=1, memory_cost=8, parallelism=1)
         self.gate = threading.Event()
         self.gate.set()  # the decoy hash at construction passes
+        self.entered = threading.Event()
 
     def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.entered.set()
         self.gate.wait(5)
         return super().hash(password, salt=salt)
 
@@ -80,9 +82,11 @@ def test_an_overloaded_hasher_answers_resource_exhausted_and_slots_outlive_cance
         hasher = _Gated()
         passwords = Passwords(threads=1, queue=1, hasher=hasher)
         hasher.gate.clear()
+        hasher.entered.clear()
         running = asyncio.create_task(passwords.hash("a"))  # takes the thread
         waiting = asyncio.create_task(passwords.hash("b"))  # the one place in the queue
-        await asyncio.sleep(0)
+        # both tasks have run once the first is inside its thread (they start in one tick)
+        assert await asyncio.to_thread(hasher.entered.wait, 5)
         with pytest.raises(ResourceExhausted):
             await passwords.hash("c")
         running.cancel()  # the caller gives up; its thread is still hashing
