@@ -11,6 +11,7 @@ from pathlib import Path
 from activity_svc.counters import CounterConsumer, prune_applied_events
 from activity_svc.credentials import Passwords, TokenIssuer
 from activity_svc.service import ActivityService
+from activity_svc.sessions import Sessions
 from activity_svc.signin_limit import SignInLimit
 from activity_svc.videos import VideoDirectory
 from mesh.clients import internal_channel, redis_client
@@ -43,7 +44,8 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     videos = VideoDirectory(upload_pb2_grpc.UploadServiceStub(channel))
     passwords = Passwords()
     limit = SignInLimit(redis, settings.signin_max_failures, settings.signin_failure_window_seconds)
-    service = ActivityService(pool, passwords, limit, tokens, videos, mirror)
+    sessions = Sessions(pool, settings.refresh_token_ttl_seconds)
+    service = ActivityService(pool, passwords, limit, tokens, sessions, videos, mirror)
     # stable across restarts of this instance, so it resumes its own unacknowledged entries
     consumer = CounterConsumer(
         pool, redis, mirror, f"{socket.gethostname()}:{settings.grpc_ports['activity']}"
@@ -54,6 +56,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
             consumer.run(),
             every(600, "prune applied events", lambda: prune_applied_events(pool, redis)),
             every(600, "forget idle consumers", consumer.group.forget_idle_consumers),
+            every(3600, "prune ended sessions", sessions.prune),
         ):
             yield lambda server: activity_pb2_grpc.add_ActivityServiceServicer_to_server(
                 service, server

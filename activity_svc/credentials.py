@@ -100,13 +100,16 @@ class TokenIssuer:
         self.audience = audience
         self.ttl_seconds = ttl_seconds
 
-    def issue(self, user_id: str, now: float | None = None) -> AccessToken:
+    def issue(self, user_id: str, session_id: str, now: float | None = None) -> AccessToken:
+        """A token for ``user_id`` in session ``session_id`` (the ``sid`` claim, which Envoy
+        passes on as x-session-id); ``kid`` in its header names the signing key."""
         now = time.time() if now is None else now
         expires = int(now) + self.ttl_seconds
         claims = {
             "iss": self.issuer,
             "aud": self.audience,
             "sub": user_id,
+            "sid": session_id,
             "iat": int(now),
             "exp": expires,
             "jti": uuid.uuid4().hex,

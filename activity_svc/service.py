@@ -18,6 +18,7 @@ from activity_svc.credentials import Passwords, TokenIssuer
 from activity_svc.engagement import EngagementRpcs
 from activity_svc.follows import FollowRpcs
 from activity_svc.repair import MirrorRepair
+from activity_svc.sessions import Sessions
 from activity_svc.signin_limit import SignInLimit
 from activity_svc.videos import VideoDirectory
 from readmodels.counters import CounterMirror
@@ -37,6 +38,7 @@ class ActivityService(
         passwords: Passwords,
         signin_limit: SignInLimit,
         tokens: TokenIssuer,
+        sessions: Sessions,
         videos: VideoDirectory,
         mirror: CounterMirror,
     ) -> None:
@@ -44,5 +46,6 @@ class ActivityService(
         self.passwords = passwords
         self.signin_limit = signin_limit
         self.tokens = tokens
+        self.sessions = sessions
         self.videos = videos
         self.repair = MirrorRepair(mirror)

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from activity_svc import store
 from activity_svc.credentials import Passwords, TokenIssuer
 from activity_svc.repair import MirrorRepair
+from activity_svc.sessions import Sessions
 from activity_svc.signin_limit import SignInLimit
 from activity_svc.videos import VideoDirectory, VideoRef
 from mesh.auth import require_caller
@@ -32,6 +33,7 @@ class ServicerBase:
     passwords: Passwords
     signin_limit: SignInLimit
     tokens: TokenIssuer
+    sessions: Sessions
     videos: VideoDirectory  # UploadService, asked whether a video exists
     repair: MirrorRepair
 

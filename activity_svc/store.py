@@ -54,6 +54,101 @@ async def update_password_hash(
     )
 
 
+async def user_by_id(conn: AsyncConnection, user_id: uuid.UUID) -> UserRow | None:
+    cur = conn.cursor(row_factory=class_row(UserRow))
+    await cur.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE user_id = %s", [user_id])
+    return await cur.fetchone()
+
+
+# --- sessions and their refresh tokens --------------------------------------------------------
+
+
+async def insert_session(
+    conn: AsyncConnection, user_id: uuid.UUID, token_hash: bytes, ttl_seconds: int
+) -> uuid.UUID:
+    """A new session of ``user_id`` with its first refresh token; call in a transaction."""
+    cur = await conn.execute(
+        "INSERT INTO sessions (user_id, expires_at)"
+        " VALUES (%s, now() + make_interval(secs => %s)) RETURNING session_id",
+        [user_id, ttl_seconds],
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    await insert_refresh_token(conn, row[0], token_hash)
+    return row[0]
+
+
+async def insert_refresh_token(
+    conn: AsyncConnection, session_id: uuid.UUID, token_hash: bytes
+) -> None:
+    await conn.execute(
+        "INSERT INTO refresh_tokens (token_hash, session_id) VALUES (%s, %s)",
+        [token_hash, session_id],
+    )
+
+
+@dataclass(frozen=True)
+class RefreshRow:
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    spent_at: datetime | None
+    expires_at: datetime
+    revoked_at: datetime | None
+    now: datetime
+
+
+async def refresh_token_for_update(conn: AsyncConnection, token_hash: bytes) -> RefreshRow | None:
+    """The refresh token and its session, both locked until the transaction ends, so two
+    refreshes with one token are serialised and the second sees the first one's spend."""
+    cur = conn.cursor(row_factory=class_row(RefreshRow))
+    await cur.execute(
+        "SELECT t.session_id, s.user_id, t.spent_at, s.expires_at, s.revoked_at, now() AS now"
+        " FROM refresh_tokens t JOIN sessions s USING (session_id)"
+        " WHERE t.token_hash = %s FOR UPDATE",
+        [token_hash],
+    )
+    return await cur.fetchone()
+
+
+async def rotate_refresh_token(
+    conn: AsyncConnection, session_id: uuid.UUID, spent: bytes, fresh: bytes, ttl_seconds: int
+) -> None:
+    """Spends ``spent``, issues ``fresh`` and slides the session's expiry; in a transaction."""
+    async with conn.pipeline():
+        await conn.execute(
+            "UPDATE refresh_tokens SET spent_at = now() WHERE token_hash = %s", [spent]
+        )
+        await insert_refresh_token(conn, session_id, fresh)
+        await conn.execute(
+            "UPDATE sessions SET expires_at = now() + make_interval(secs => %s)"
+            " WHERE session_id = %s",
+            [ttl_seconds, session_id],
+        )
+
+
+async def revoke_session(
+    conn: AsyncConnection, session_id: uuid.UUID, user_id: uuid.UUID, why: str
+) -> None:
+    """Revokes the session (a no-op when it is not ``user_id``'s or already revoked)."""
+    await conn.execute(
+        "UPDATE sessions SET revoked_at = now(), revoked_why = %s"
+        " WHERE session_id = %s AND user_id = %s AND revoked_at IS NULL",
+        [why, session_id, user_id],
+    )
+
+
+async def prune_sessions(conn: AsyncConnection, keep_seconds: int, limit: int) -> int:
+    """Deletes up to ``limit`` sessions (and their tokens) expired or revoked more than
+    ``keep_seconds`` ago: their tokens are refused as unknown from then on."""
+    cur = await conn.execute(
+        "DELETE FROM sessions WHERE session_id IN (SELECT session_id FROM sessions"
+        " WHERE expires_at < now() - make_interval(secs => %s)"
+        " OR revoked_at < now() - make_interval(secs => %s) LIMIT %s)",
+        [keep_seconds, keep_seconds, limit],
+    )
+    return cur.rowcount
+
+
 # --- users as others see them (with counts) ---------------------------------------------------
 
 

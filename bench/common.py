@@ -44,6 +44,10 @@ def run_on_own_stack(
     return results
 
 
+# load generators' tokens belong to no stored session (they never refresh or sign out)
+BENCH_SESSION = "00000000-0000-7000-8000-00000000be9c"
+
+
 def token_issuer(settings: Settings) -> TokenIssuer:
     """Issues access tokens the stack's edge accepts (hour-long), for load generators."""
     return TokenIssuer(

@@ -39,7 +39,7 @@ import redis
 from hdrh.histogram import HdrHistogram
 
 from activity_svc.credentials import TokenIssuer
-from bench.common import LOAD_ENV, RESULTS, run_on_own_stack, token_issuer
+from bench.common import BENCH_SESSION, LOAD_ENV, RESULTS, run_on_own_stack, token_issuer
 from bench.dataset import Scale, load
 from bench.load import Job, Result, run_job
 from mesh import keys
@@ -79,7 +79,7 @@ def run(stack: Stack) -> dict:
     rng = random.Random(1)  # noqa: S311 - a reproducible sample, not a secret
     readers = rng.sample(data.users[scale.celebrities :], min(READERS, len(data.users) // 2))
     issuer = token_issuer(settings)
-    tokens = [issuer.issue(u).token for u in readers]
+    tokens = [issuer.issue(u, BENCH_SESSION).token for u in readers]
     build_seconds = build_queues(stack, readers)
     print(f"{len(readers)} queues built in {build_seconds:.1f}s", flush=True)
 
@@ -286,7 +286,7 @@ def _followers(stack: Stack, user_id: str) -> list[str]:
 def _as_user(edge: Http, user_id: str, issuer: TokenIssuer):
     from tests.helpers import SignedUpUser
 
-    return SignedUpUser(user_id, "bench", "", issuer.issue(user_id).token)
+    return SignedUpUser(user_id, "bench", "", issuer.issue(user_id, BENCH_SESSION).token)
 
 
 def measure_publish_to_visible(stack: Stack, samples: int = 10) -> dict:

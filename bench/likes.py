@@ -26,7 +26,7 @@ import grpc
 import psycopg
 import redis
 
-from bench.common import LOAD_ENV, run_on_own_stack, token_issuer
+from bench.common import BENCH_SESSION, LOAD_ENV, run_on_own_stack, token_issuer
 from mesh import keys
 from stack.launcher import Stack
 from tests.helpers import Http, eventually
@@ -175,7 +175,7 @@ def run(stack: Stack) -> dict:
     videos = seed_videos(settings.database_url, creator, SPREAD_VIDEOS + ROUNDS)
     hot_videos, spread = videos[:ROUNDS], videos[ROUNDS:]
     issuer = token_issuer(settings)
-    tokens = [issuer.issue(u).token for u in likers]
+    tokens = [issuer.issue(u, BENCH_SESSION).token for u in likers]
     per_round = len(tokens) // (2 * ROUNDS)
     rounds: dict[str, list[float]] = {"hot": [], "spread": []}
     converge: list[float] = []

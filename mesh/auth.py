@@ -1,11 +1,12 @@
 """The caller's identity, as Envoy asserts it after verifying the access token.
 
-The edge strips any client-sent ``x-user-id`` and sets it from the JWT ``sub`` claim; services
-trust that header and nothing in a request body.
+The edge strips any client-sent ``x-user-id`` and ``x-session-id`` and sets them from the JWT's
+``sub`` and ``sid`` claims; services trust those headers and nothing in a request body.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import grpc
@@ -13,13 +14,30 @@ import grpc
 from mesh.errors import Unauthenticated
 from mesh.interceptors import USER_ID_HEADER
 
+SESSION_ID_HEADER = "x-session-id"
+
+
+def _header(context: grpc.aio.ServicerContext[Any, Any], name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name and isinstance(value, str) and value:
+            return value
+    return None
+
 
 def caller_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     """The verified user id of the caller, or None for an anonymous call."""
-    for key, value in context.invocation_metadata() or ():
-        if key == USER_ID_HEADER and isinstance(value, str) and value:
-            return value
-    return None
+    return _header(context, USER_ID_HEADER)
+
+
+def caller_session(context: grpc.aio.ServicerContext[Any, Any]) -> uuid.UUID:
+    """The session id of the caller's access token; UNAUTHENTICATED when there is none."""
+    session_id = _header(context, SESSION_ID_HEADER)
+    try:
+        return uuid.UUID(session_id or "")
+    except ValueError:
+        raise Unauthenticated(
+            "this method needs an access token from a session: sign in again"
+        ) from None
 
 
 def require_caller(context: grpc.aio.ServicerContext[Any, Any]) -> str:

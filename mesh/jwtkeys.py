@@ -1,7 +1,10 @@
-"""The access-token signing key (Ed25519) and the JWKS Envoy verifies tokens with.
+"""The access-token signing keys (Ed25519) and the JWKS Envoy verifies tokens with.
 
-activity_svc signs with the private key; Envoy's jwt_authn filter reads the public half as a
-local JWKS file. Locally the launcher creates the key pair on first run under ``.data/``.
+activity_svc signs with the current private key; Envoy's jwt_authn filter reads the public
+halves of the current and the previous key as a local JWKS file, and picks one by the token's
+``kid``. Rotating makes the current key the previous one and a new key current, so tokens signed
+before the rotation stay valid until they expire and nobody is signed out. Locally the launcher
+creates the first key on first run under ``.data/jwt/``.
 """
 
 from __future__ import annotations
@@ -52,8 +55,21 @@ def public_jwk(key: Ed25519PrivateKey) -> dict[str, str]:
     return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": ALGORITHM, "use": "sig"}
 
 
-def write_jwks(private_key_file: Path, jwks_file: Path) -> None:
-    """Writes the JWKS holding the public half of ``private_key_file``."""
+def rotate_signing_key(current: Path, previous: Path) -> str:
+    """Makes ``current`` the previous key (replacing the one before it, whose tokens have
+    expired if the last rotation was more than a token lifetime ago) and a new key current;
+    returns the new key's ``kid``."""
+    previous.parent.mkdir(parents=True, exist_ok=True)
+    current.replace(previous)
+    ensure_signing_key(current)
+    return public_jwk(load_signing_key(current))["kid"]
+
+
+def write_jwks(private_key_file: Path, jwks_file: Path, previous_key_file: Path | None) -> None:
+    """Writes the JWKS of the current key and, when the file exists, the previous one."""
     jwks_file.parent.mkdir(parents=True, exist_ok=True)
-    jwks = {"keys": [public_jwk(load_signing_key(private_key_file))]}
+    files = [private_key_file]
+    if previous_key_file is not None and previous_key_file.exists():
+        files.append(previous_key_file)
+    jwks = {"keys": [public_jwk(load_signing_key(f)) for f in files]}
     jwks_file.write_text(json.dumps(jwks, indent=2) + "\n")

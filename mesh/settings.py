@@ -60,7 +60,10 @@ class Settings:
     # renditions: ffmpeg processes one upload_svc instance runs at once, and tries per video
     transcode_concurrency: int
     transcode_max_attempts: int
+    # access tokens are signed with the current key; the JWKS also holds the previous one (if
+    # any) so tokens signed before a rotation stay valid until they expire
     jwt_private_key_file: Path
+    jwt_previous_key_file: Path
     # after this many failed sign-ins for one handle within the window, that handle gets 429
     signin_max_failures: int
     signin_failure_window_seconds: int
@@ -71,6 +74,7 @@ class Settings:
     jwt_issuer: str
     jwt_audience: str
     jwt_ttl_seconds: int
+    refresh_token_ttl_seconds: int
     edge_port: int
     internal_host: str
     internal_port: int
@@ -117,6 +121,9 @@ class Settings:
             jwt_private_key_file=Path(
                 env.get("JWT_PRIVATE_KEY_FILE") or data_dir / "jwt" / "signing-key.pem"
             ),
+            jwt_previous_key_file=Path(
+                env.get("JWT_PREVIOUS_KEY_FILE") or data_dir / "jwt" / "previous-key.pem"
+            ),
             signin_max_failures=int(env.get("SIGNIN_MAX_FAILURES", "10")),
             signin_failure_window_seconds=int(env.get("SIGNIN_FAILURE_WINDOW_SECONDS", "900")),
             page_token_key=_base64_secret(env, "PAGE_TOKEN_KEY"),
@@ -125,7 +132,8 @@ class Settings:
             ),
             jwt_issuer=env.get("JWT_ISSUER", "tiktok-local"),
             jwt_audience=env.get("JWT_AUDIENCE", "tiktok-api"),
-            jwt_ttl_seconds=int(env.get("JWT_TTL_SECONDS", "86400")),
+            jwt_ttl_seconds=int(env.get("JWT_TTL_SECONDS", "900")),
+            refresh_token_ttl_seconds=int(env.get("REFRESH_TOKEN_TTL_SECONDS", str(30 * 86400))),
             edge_port=edge_port,
             internal_host=env.get("INTERNAL_HOST", "127.0.0.1"),
             internal_port=int(env.get("INTERNAL_PORT", "8081")),

@@ -1,6 +1,7 @@
 """python -m stack run: the whole mesh on embedded servers, until Ctrl-C or SIGTERM.
 
 python -m stack run [--data-dir .data] [--instances activity=2 --instances feed=2]
+python -m stack rotate-jwt-key [--data-dir .data]: a new signing key; restart to use it
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from mesh.settings import SERVICES_BY_NAME
+from mesh.jwtkeys import rotate_signing_key
+from mesh.settings import SERVICES_BY_NAME, Settings
 from stack.launcher import Stack
 from stack.procs import ProcessFailed
 from stack.topology import Topology
@@ -100,6 +102,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def rotate_jwt_key(args: argparse.Namespace) -> int:
+    env = dict(os.environ, DATA_DIR=args.data_dir)
+    settings = Settings.from_env(env)
+    if not settings.jwt_private_key_file.exists():
+        raise SystemExit(f"no signing key at {settings.jwt_private_key_file}: nothing to rotate")
+    kid = rotate_signing_key(settings.jwt_private_key_file, settings.jwt_previous_key_file)
+    print(
+        f"new signing key {kid} in {settings.jwt_private_key_file}; the old one is now"
+        f" {settings.jwt_previous_key_file}.\nRestart the mesh (make run): new tokens are signed"
+        " with the new key, and tokens signed with the old one stay valid until they expire.",
+        flush=True,
+    )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m stack")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,8 +126,10 @@ def main() -> int:
         "--instances", action="append", default=[], metavar="SERVICE=N",
         help="instances of a service (default 1 each), e.g. activity=2",
     )  # fmt: skip
+    rotate_p = sub.add_parser("rotate-jwt-key", help="make a new access-token signing key")
+    rotate_p.add_argument("--data-dir", default=os.environ.get("DATA_DIR", ".data"))
     args = parser.parse_args()
-    return run(args)
+    return run(args) if args.command == "run" else rotate_jwt_key(args)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,12 @@ def ephemeral_env() -> dict[str, str]:
     """This process's environment without managed-server URLs or a signing key: the stack of a
     test session or a benchmark always runs its own embedded servers and keys."""
     env = {k: v for k, v in os.environ.items() if k not in EXTERNAL_URLS}
-    for secret in ("JWT_PRIVATE_KEY_FILE", "PAGE_TOKEN_KEY", "PAGE_TOKEN_KEY_FILE"):
+    for secret in (
+        "JWT_PRIVATE_KEY_FILE",
+        "JWT_PREVIOUS_KEY_FILE",
+        "PAGE_TOKEN_KEY",
+        "PAGE_TOKEN_KEY_FILE",
+    ):
         env.pop(secret, None)
     return env
 
@@ -116,7 +121,7 @@ class Stack:
     def _prepare_keys(self) -> None:
         key = self.settings.jwt_private_key_file
         ensure_signing_key(key)
-        write_jwks(key, self.jwks_path)
+        write_jwks(key, self.jwks_path, self.settings.jwt_previous_key_file)
         if not self.settings.page_token_key:  # made once here, before N instances start
             load_key(self.settings.page_token_key_file)
 

@@ -1,8 +1,10 @@
 """The launcher itself: a stopped stack leaves no process behind, and a restarted one still
-knows its users (state lives in the data dir)."""
+knows its users (state lives in the data dir) and, after a key rotation, their tokens."""
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +29,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_restart_keeps_users_and_stop_leaves_no_process(tmp_path: Path) -> None:
+def test_restart_keeps_users_and_tokens_across_a_key_rotation(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = Stack(Topology.ephemeral(data_dir, {}), session_env(), durable=True)
     first.start()
@@ -41,6 +43,10 @@ def test_restart_keeps_users_and_stop_leaves_no_process(tmp_path: Path) -> None:
     assert len(pids) == 3 + 4 + 4  # stores, services, media edge + its metrics, both Envoys
     assert not [pid for pid in pids if _alive(pid)]
 
+    # the README's key rotation, between the two runs
+    rotate = [sys.executable, "-m", "stack", "rotate-jwt-key", "--data-dir", str(data_dir)]
+    subprocess.run(rotate, cwd=ROOT, env=session_env(), check=True, capture_output=True)
+
     second = Stack(Topology.ephemeral(data_dir, {}), session_env(), durable=True)
     second.start()
     try:
@@ -48,11 +54,20 @@ def test_restart_keeps_users_and_stop_leaves_no_process(tmp_path: Path) -> None:
         r = edge.post("/v1/sessions", {"handle": user.handle, "password": user.password})
         assert r.status == 200
         assert r.json()["user"]["user_id"] == user.user_id
-        # the signing key survived too: the old token is still valid
-        assert edge.get(f"/v1/users/{user.user_id}", token=user.token).status == 200
+        new_token = r.json()["access_token"]
+        assert _kid(new_token) != _kid(user.token)
+        # signed with the previous key, the old token is still valid; the new one too
+        favorites = f"/v1/users/{user.user_id}/favorites"
+        assert edge.get(favorites, token=user.token).status == 200
+        assert edge.get(favorites, token=new_token).status == 200
         edge.close()
     finally:
         second.stop()
+
+
+def _kid(token: str) -> str:
+    header = token.split(".")[0]
+    return str(json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"])
 
 
 def test_generated_envoy_configs_pass_envoy_validation(stack: Stack, tmp_path: Path) -> None:

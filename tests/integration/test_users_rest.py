@@ -24,7 +24,7 @@ def test_sign_up_returns_the_user_and_a_working_token(edge: Http) -> None:
     assert r.status == 200
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
-    assert set(body) == {"user", "access_token", "expires_at"}
+    assert set(body) == {"user", "access_token", "expires_at", "refresh_token"}
     user = body["user"]
     assert set(user) == USER_FIELDS
     assert user["handle"] == handle and user["display_name"] == "Ana"

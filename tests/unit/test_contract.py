@@ -23,8 +23,9 @@ def test_public_and_anonymous_methods_match_the_design_table() -> None:
     routes = _routes()
     anonymous = {name for name, r in routes.items() if r.anonymous}
     assert anonymous == {
-        "CreateUser", "CreateSession", "GetUser", "ListFollowers", "ListFollowing",
-        "ListLikedVideos", "ListComments", "GetVideo", "ListUserVideos", "GetFeed",
+        "CreateUser", "CreateSession", "RefreshSession", "GetUser", "ListFollowers",
+        "ListFollowing", "ListLikedVideos", "ListComments", "GetVideo", "ListUserVideos",
+        "GetFeed",
     }  # fmt: skip
     internal = {name for name, r in routes.items() if not r.public}
     assert {"StreamFeedBatches", "RequestRefill", "UploadVideo", "BatchGetVideoCounts"} <= internal
@@ -33,8 +34,10 @@ def test_public_and_anonymous_methods_match_the_design_table() -> None:
 
 def test_only_safe_methods_are_retried_after_reaching_a_server() -> None:
     routes = _routes()
-    assert routes["GetUser"].idempotent and routes["CreateSession"].idempotent
-    assert not routes["CreateUser"].idempotent
+    assert routes["GetUser"].idempotent and routes["DeleteSession"].idempotent
+    # each starts or rotates a session (and sign-in costs a password hash): never replayed
+    assert not routes["CreateUser"].idempotent and not routes["CreateSession"].idempotent
+    assert not routes["RefreshSession"].idempotent
     assert not routes["CreateComment"].idempotent
     assert routes["StreamFeedBatches"].streaming and routes["UploadVideo"].streaming
 
@@ -71,6 +74,7 @@ def test_settings_defaults_follow_design() -> None:
     assert (s.edge_port, s.internal_port, s.hot_creator_followers) == (8080, 8081, 10000)
     assert s.grpc_ports == {"activity": 50051, "upload": 50052, "feed": 50053, "precache": 50054}
     assert s.database_replica_url == s.database_url
+    assert (s.jwt_ttl_seconds, s.refresh_token_ttl_seconds) == (900, 30 * 86400)
     assert s.s3_public_url == "http://127.0.0.1:8080"
     # media URLs name the media edge (the CDN stand-in), not the API's Envoy
     assert s.cdn_base_url == "http://127.0.0.1:8090/media"

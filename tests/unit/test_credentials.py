@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,13 @@ from argon2 import PasswordHasher
 
 from activity_svc.credentials import Passwords, TokenIssuer
 from mesh.errors import ResourceExhausted
-from mesh.jwtkeys import ensure_signing_key, load_signing_key, public_jwk, write_jwks
+from mesh.jwtkeys import (
+    ensure_signing_key,
+    load_signing_key,
+    public_jwk,
+    rotate_signing_key,
+    write_jwks,
+)
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
@@ -38,10 +45,22 @@ def test_signing_key_is_created_once_private_and_published_as_jwks(tmp_path: Pat
     ensure_signing_key(key_file)
     assert key_file.read_bytes() == first
     assert key_file.stat().st_mode & 0o777 == 0o600
-    write_jwks(key_file, tmp_path / "jwks.json")
+    write_jwks(key_file, tmp_path / "jwks.json", tmp_path / "jwt" / "previous.pem")
     jwk = public_jwk(load_signing_key(key_file))
     assert jwk["kty"] == "OKP" and jwk["crv"] == "Ed25519" and "d" not in jwk
-    assert jwk["kid"] in (tmp_path / "jwks.json").read_text()
+    assert json.loads((tmp_path / "jwks.json").read_text()) == {"keys": [jwk]}
+
+
+def test_rotation_keeps_exactly_the_current_and_the_previous_key(tmp_path: Path) -> None:
+    current, previous, jwks_file = tmp_path / "key.pem", tmp_path / "old.pem", tmp_path / "j"
+    ensure_signing_key(current)
+    kids = [public_jwk(load_signing_key(current))["kid"]]
+    for _ in range(2):
+        kids.append(rotate_signing_key(current, previous))
+        assert previous.stat().st_mode & 0o777 == 0o600
+    write_jwks(current, jwks_file, previous)
+    published = [k["kid"] for k in json.loads(jwks_file.read_text())["keys"]]
+    assert published == [kids[2], kids[1]]  # the key before the previous one is gone
 
 
 def test_tokens_carry_the_claims_envoy_checks(tmp_path: Path) -> None:
@@ -50,11 +69,11 @@ def test_tokens_carry_the_claims_envoy_checks(tmp_path: Path) -> None:
     key = load_signing_key(key_file)
     issuer = TokenIssuer(key, "iss-x", "aud-y", ttl_seconds=60)
     now = time.time()
-    token = issuer.issue("user-1", now=now)
+    token = issuer.issue("user-1", "session-1", now=now)
     claims = jwt.decode(
         token.token, key.public_key(), algorithms=["EdDSA"], audience="aud-y", issuer="iss-x"
     )
-    assert claims["sub"] == "user-1"
+    assert (claims["sub"], claims["sid"]) == ("user-1", "session-1")
     assert claims["exp"] == int(now) + 60
     assert jwt.get_unverified_header(token.token)["kid"] == public_jwk(key)["kid"]
     assert int(token.expires_at.timestamp()) == claims["exp"]
