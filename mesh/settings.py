@@ -7,6 +7,7 @@ passes it down. Defaults are the local ones; production sets the variables.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,6 +88,13 @@ class Settings:
     # per signed-in user at the edge: sustained requests per second, and the burst allowed
     rate_limit_per_second: int
     rate_limit_burst: int
+    # per client address at the edge: anonymous requests; sign-ups and sign-ins (any caller)
+    anon_rate_limit_per_second: int
+    anon_rate_limit_burst: int
+    signin_rate_limit_per_second: int
+    signin_rate_limit_burst: int
+    # proxies in front of the edge whose X-Forwarded-For is believed (none by default)
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     # seconds a stopping server stays up answering NOT_SERVING so Envoy can take it out
     shutdown_drain_seconds: float
     # seconds in-flight RPCs get to finish after that
@@ -142,6 +150,11 @@ class Settings:
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             rate_limit_per_second=int(env.get("RATE_LIMIT_PER_SECOND", "50")),
             rate_limit_burst=int(env.get("RATE_LIMIT_BURST", "100")),
+            anon_rate_limit_per_second=int(env.get("ANON_RATE_LIMIT_PER_SECOND", "200")),
+            anon_rate_limit_burst=int(env.get("ANON_RATE_LIMIT_BURST", "400")),
+            signin_rate_limit_per_second=int(env.get("SIGNIN_RATE_LIMIT_PER_SECOND", "10")),
+            signin_rate_limit_burst=int(env.get("SIGNIN_RATE_LIMIT_BURST", "50")),
+            trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
             shutdown_drain_seconds=float(env.get("SHUTDOWN_DRAIN_SECONDS", "1.5")),
             shutdown_grace_seconds=float(env.get("SHUTDOWN_GRACE_SECONDS", "5")),
             grpc_ports={
@@ -157,6 +170,20 @@ class Settings:
     def internal_target(self) -> str:
         """Where services reach each other: the internal Envoy listener, never an instance."""
         return f"{self.internal_host}:{self.internal_port}"
+
+
+def _networks(
+    env: Mapping[str, str], name: str
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated CIDRs (or plain addresses) from ``name``."""
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in env.get(name, "").split(",")
+            if part.strip()
+        )
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
 
 
 def _base64_secret(env: Mapping[str, str], name: str) -> bytes | None:

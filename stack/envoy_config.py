@@ -24,6 +24,11 @@ from stack.topology import HOST, Topology
 TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml.j2"
 
 SAFE_LEVELS = (MethodOptions.NO_SIDE_EFFECTS, MethodOptions.IDEMPOTENT)
+# each costs a password hash: limited per client address in their own, stricter bucket
+SIGN_IN_METHODS = (
+    "/tiktok.v1.ActivityService/CreateUser",
+    "/tiktok.v1.ActivityService/CreateSession",
+)
 
 
 @dataclass(frozen=True)
@@ -36,19 +41,22 @@ class Route:
     anonymous: bool  # token optional (a bad token is still refused)
     idempotent: bool  # may be retried even after it reached a server
     streaming: bool
+    sign_in: bool  # limited per client address by the sign-in bucket, not the anonymous one
 
 
 def _method_route(method: MethodDescriptor, cluster: str) -> Route:
     from tiktok.v1 import annotations_pb2
 
     options = method.GetOptions()
+    path = f"/{method.containing_service.full_name}/{method.name}"
     return Route(
-        path=f"/{method.containing_service.full_name}/{method.name}",
+        path=path,
         cluster=cluster,
         public=options.HasExtension(http_annotations.http),
         anonymous=options.Extensions[annotations_pb2.anonymous],
         idempotent=options.idempotency_level in SAFE_LEVELS,
         streaming=method.client_streaming or method.server_streaming,
+        sign_in=path in SIGN_IN_METHODS,
     )
 
 
@@ -77,6 +85,10 @@ def _storage(settings: Settings) -> dict[str, object]:
     }
 
 
+def _bucket(per_second: int, burst: int) -> dict[str, int]:
+    return {"per_second": per_second, "burst": burst}
+
+
 def render_envoy_configs(
     topo: Topology, jwks_path: Path, descriptor_path: Path, settings: Settings
 ) -> dict[str, Path]:
@@ -103,8 +115,16 @@ def render_envoy_configs(
         "jwt_audience": settings.jwt_audience,
         "log_dir": str(topo.data_dir / "logs"),
         "s3": _storage(settings),
-        "rate_limit_per_second": settings.rate_limit_per_second,
-        "rate_limit_burst": settings.rate_limit_burst,
+        "limits": {
+            "user": _bucket(settings.rate_limit_per_second, settings.rate_limit_burst),
+            "address": _bucket(settings.anon_rate_limit_per_second, settings.anon_rate_limit_burst),
+            "sign_in": _bucket(
+                settings.signin_rate_limit_per_second, settings.signin_rate_limit_burst
+            ),
+        },
+        "trusted_proxies": [
+            (str(net.network_address), net.prefixlen) for net in settings.trusted_proxies
+        ],
     }
     paths = {}
     for role, port, admin_port, role_routes in (

@@ -18,6 +18,8 @@ INSTANCES = {"activity": 2}
 TEST_ENV = {
     "RATE_LIMIT_PER_SECOND": "20",
     "RATE_LIMIT_BURST": "40",
+    # the test clients send X-Forwarded-For from loopback, each its own client address
+    "TRUSTED_PROXIES": "127.0.0.1/32",
     "LOG_LEVEL": "INFO",
     # small enough that a test can fill the media edge's cache ten times over
     "MEDIA_CACHE_MAX_BYTES": str(32 * 1024 * 1024),

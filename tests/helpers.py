@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -27,11 +28,22 @@ class Response:
         return json.loads(self.body)
 
 
-class Http:
-    """One keep-alive HTTP/1.1 connection to the edge; JSON in, Response out."""
+def random_address() -> str:
+    return f"10.{random.randrange(256)}.{random.randrange(256)}.{random.randrange(1, 255)}"
 
-    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+
+class Http:
+    """One keep-alive HTTP/1.1 connection to the edge; JSON in, Response out.
+
+    Each client is its own client address: it sends X-Forwarded-For, which the test stack's edge
+    believes from loopback (TRUSTED_PROXIES), so per-address limits see separate clients as the
+    edge would in production. ``client_address`` picks the address; ``None``: a random one."""
+
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", client_address: str | None = None
+    ) -> None:
         self.host, self.port = host, port
+        self.client_address = client_address or random_address()
         self.conn = http.client.HTTPConnection(host, port, timeout=10)
 
     def request(
@@ -44,7 +56,11 @@ class Http:
         headers: dict[str, str] | None = None,
         raw: bytes | None = None,
     ) -> Response:
-        send_headers = {"content-type": "application/json", **(headers or {})}
+        send_headers = {
+            "content-type": "application/json",
+            "x-forwarded-for": self.client_address,
+            **(headers or {}),
+        }
         if token:
             send_headers["authorization"] = f"Bearer {token}"
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)

