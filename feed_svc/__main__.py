@@ -40,6 +40,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         ReplicaFeed(replica),
         breaker,
         cold_path_only=settings.feed_cold_path_only,
+        anonymous_sessions_per_minute=settings.anon_feed_sessions_per_minute,
     )
     try:
         yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(service, server)

@@ -31,11 +31,20 @@ BATCH_MARKER_SECONDS = 3600
 QUEUE_IDLE_SECONDS = 30 * 24 * 3600  # a queue lives a month from its last build ...
 # ... a personal for-you queue ten minutes: then the next read asks for one from the newer ranking
 FOR_YOU_QUEUE_SECONDS = 600
-SESSION_SECONDS = 3600  # a feed session's seen set and page memos
+SESSION_SECONDS = 3600  # a signed-in feed session's seen set and page memos
+ANONYMOUS_SESSION_SECONDS = 900  # an anonymous one's (they are capped in number, too)
+ANONYMOUS_WINDOW_SECONDS = 60  # new anonymous sessions are counted per minute
 
 # a key of keys.py as (prefix, suffix) around an id, for scripts that build keys of ids they read
 _CARD_KEY = tuple(keys.video_card("\0").split("\0"))
 _COUNTS_KEY = tuple(keys.video_counts("\0").split("\0"))
+
+# KEYS: a counter. ARGV: its ttl. Counts one and returns the count (the ttl set with the first).
+_COUNT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
 
 KIND_NAMES = {feed_pb2.FEED_KIND_FOLLOWING: "following", feed_pb2.FEED_KIND_FOR_YOU: "for_you"}
 
@@ -210,6 +219,7 @@ class FeedQueues:
         self._apply = redis.register_script(_APPLY)
         self._next_page = redis.register_script(_NEXT_PAGE)
         self._record_page = redis.register_script(_RECORD_PAGE)
+        self._count = redis.register_script(_COUNT)
 
     async def apply(self, batches: Sequence[feed_pb2.FeedBatch]) -> int:
         """Applies well-formed batches in order, in one pipeline; each at most once per user.
@@ -274,7 +284,7 @@ class FeedQueues:
             keys.feed_page(reader, session, page),
             args=[
                 size,
-                SESSION_SECONDS,
+                _session_seconds(reader, session),
                 MAX_PER_CREATOR if kind == "for_you" else 0,
                 2000,  # entries scanned at most
                 LEFT_ENOUGH,
@@ -293,6 +303,15 @@ class FeedQueues:
             queue_exists=bool(exists),
             hydration=hydration(video_ids, reply[4::2], reply[5::2]),
         )
+
+    async def count_anonymous_session(self, now: float) -> tuple[int, int]:
+        """Counts a new anonymous session in the current window: (sessions in the window so far
+        including this one, seconds until the window ends)."""
+        window = int(now // ANONYMOUS_WINDOW_SECONDS)
+        n = await self._run(
+            self._count, keys.anonymous_feed_sessions(window), args=[ANONYMOUS_WINDOW_SECONDS * 2]
+        )
+        return int(n), ANONYMOUS_WINDOW_SECONDS - int(now) % ANONYMOUS_WINDOW_SECONDS
 
     async def _run(
         self, script: AsyncScript, *script_keys: str, args: list[str | int | float]
@@ -315,7 +334,12 @@ class FeedQueues:
         outside the queue, on the cold path); an already recorded page is returned as it was."""
         joined = await self._record_page(
             keys=[keys.feed_seen(reader, session), keys.feed_page(reader, session, page)],
-            args=[size, SESSION_SECONDS, *candidates],
+            args=[size, _session_seconds(reader, session), *candidates],
         )
         raw = joined.decode() if isinstance(joined, bytes) else joined
         return [v for v in raw.split(",") if v]
+
+
+def _session_seconds(reader: str, session: str) -> int:
+    """How long a session's state lives: an anonymous session is its own reader."""
+    return ANONYMOUS_SESSION_SECONDS if reader == session else SESSION_SECONDS

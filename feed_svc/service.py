@@ -9,6 +9,7 @@ seen atomically, so a retried cursor gets the same page and no video comes twice
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,7 +24,13 @@ from feed_svc.refills import RefillRequests
 from feed_svc.replicafeed import ReplicaFeed
 from mesh.auth import caller_id
 from mesh.breaker import FAST_READ_SECONDS, Breaker
-from mesh.errors import InvalidArgument, PermissionDenied, Unauthenticated, shown
+from mesh.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    shown,
+)
 from mesh.interceptors import DEPENDENCY_ERRORS
 from mesh.pagination import decode_token, encode_token
 from mesh.validation import page_size, parse_uuid
@@ -42,6 +49,10 @@ READS = Counter(
     "Feed pages served, by where they came from: queue (a hit), cold (built on demand from the"
     " replica: a miss), replay (a retried cursor).",
     ["kind", "source"],
+)
+ANONYMOUS_REFUSED = Counter(
+    "feed_anonymous_sessions_refused_total",
+    "New anonymous feed sessions refused because the per-minute cap was reached.",
 )
 UNSEEN_LEFT = Histogram(
     "feed_queue_unseen_entries",
@@ -81,6 +92,7 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         breaker: Breaker,
         *,
         cold_path_only: bool = False,
+        anonymous_sessions_per_minute: int = 6000,
     ) -> None:
         self.queues = queues
         self.hydrator = hydrator
@@ -88,6 +100,7 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         self.replica = replica
         self.breaker = breaker
         self.cold_path_only = cold_path_only  # FEED_COLD_PATH_ONLY
+        self.anonymous_sessions_per_minute = anonymous_sessions_per_minute
 
     async def GetFeed(
         self, request: feed_pb2.GetFeedRequest, context: grpc.aio.ServicerContext
@@ -97,6 +110,8 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
             return await self._degraded_page(ask)
         try:
             async with asyncio.timeout(FAST_READ_SECONDS):
+                if ask.caller is None and ask.number == 0:
+                    await self._admit_anonymous_session()
                 page, owner = await self._queue_page(ask)
         except DEPENDENCY_ERRORS as e:
             self.breaker.failed(e)  # then the replica, for this and the next few seconds
@@ -109,6 +124,17 @@ class FeedService(feed_pb2_grpc.FeedServiceServicer):
         # no cursor once the session has nothing more right now (a later session will)
         more = bool(video_ids) and (source == "cold" or page.unseen_left > 0)
         return feed_pb2.GetFeedResponse(items=videos, next_cursor=ask.next_cursor() if more else "")
+
+    async def _admit_anonymous_session(self) -> None:
+        """Every anonymous session holds a seen set for a while; past the per-minute cap new
+        ones are refused (429 with Retry-After) instead of growing Redis without bound."""
+        started, wait = await self.queues.count_anonymous_session(time.time())
+        if started > self.anonymous_sessions_per_minute:
+            ANONYMOUS_REFUSED.inc()
+            raise ResourceExhausted(
+                "too many new anonymous feed sessions right now: sign in, or retry later",
+                retry_after=wait,
+            )
 
     async def _queue_page(self, ask: PageAsk) -> tuple[Page, str]:
         """The session's page from the caller's queue (the global one when anonymous), and

@@ -52,6 +52,12 @@ def feed_page(owner: str, session: str, page: int) -> str:
     return f"page:{{{owner}}}:{session}:{page}"
 
 
+def anonymous_feed_sessions(window: int) -> str:
+    """New anonymous feed sessions started in one time window (a counter), the bound on how
+    many anonymous seen sets exist at once."""
+    return f"anon:feedsessions:{window}"
+
+
 def signin_failures(handle: str) -> str:
     """Failed sign-ins for one handle in the current window (a counter with the window's TTL)."""
     return f"signin:fail:{handle}"

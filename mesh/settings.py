@@ -84,6 +84,9 @@ class Settings:
     # for no refills: the benchmark's "cold path forced", and a way to take the queues out of
     # the read path while investigating them
     feed_cold_path_only: bool
+    # new anonymous feed sessions per minute, all instances together (each holds a seen set in
+    # Redis for 15 minutes): the bound on that memory
+    anon_feed_sessions_per_minute: int
     log_level: str
     # per signed-in user at the edge: sustained requests per second, and the burst allowed
     rate_limit_per_second: int
@@ -147,6 +150,7 @@ class Settings:
             internal_port=int(env.get("INTERNAL_PORT", "8081")),
             hot_creator_followers=int(env.get("HOT_CREATOR_FOLLOWERS", "10000")),
             feed_cold_path_only=env.get("FEED_COLD_PATH_ONLY", "0") == "1",
+            anon_feed_sessions_per_minute=int(env.get("ANON_FEED_SESSIONS_PER_MINUTE", "6000")),
             log_level=env.get("LOG_LEVEL", "INFO").upper(),
             rate_limit_per_second=int(env.get("RATE_LIMIT_PER_SECOND", "50")),
             rate_limit_burst=int(env.get("RATE_LIMIT_BURST", "100")),
