@@ -40,7 +40,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     pool = await open_pool(settings.database_url, SCHEMA, max_size=20)
     redis = redis_client(settings.redis_url)
     mirror = CounterMirror(redis)
-    channel = internal_channel(settings)
+    channel = internal_channel(settings, "activity")
     videos = VideoDirectory(upload_pb2_grpc.UploadServiceStub(channel))
     passwords = Passwords()
     limit = SignInLimit(redis, settings.signin_max_failures, settings.signin_failure_window_seconds)

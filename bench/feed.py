@@ -34,7 +34,6 @@ import statistics
 import time
 import uuid
 
-import grpc
 import redis
 from hdrh.histogram import HdrHistogram
 
@@ -42,8 +41,8 @@ from activity_svc.credentials import TokenIssuer
 from bench.common import BENCH_SESSION, LOAD_ENV, RESULTS, run_on_own_stack, token_issuer
 from bench.dataset import Scale, load
 from bench.load import Job, Result, run_job
-from mesh import keys
-from stack.launcher import Stack
+from mesh import keys, pki
+from stack.launcher import Stack, mesh_channel
 from tests.clips import make_clip
 from tests.helpers import Http, sign_up
 from tests.videos import publish
@@ -99,6 +98,7 @@ def run(stack: Stack) -> dict:
             PAGE,
             IN_FLIGHT,
             0,
+            pki_dir=str(settings.pki_dir) if settings.mesh_tls else "",
         )
         for t in TARGETS
     }
@@ -189,7 +189,8 @@ def _summary(results: list[Result], rates: list[float]) -> dict:
 def build_queues(stack: Stack, readers: list[str]) -> float:
     """Asks the real builder for every reader's queue and waits until all exist."""
     t0 = time.monotonic()
-    with grpc.insecure_channel(f"127.0.0.1:{stack.topo.internal_port}") as channel:
+    internal = f"127.0.0.1:{stack.topo.internal_port}"
+    with mesh_channel(stack.settings, internal, pki.SERVICE_IDENTITIES["feed"]) as channel:
         stub = precache_pb2_grpc.PrecacheServiceStub(channel)
         for user in readers:
             stub.RequestRefill(

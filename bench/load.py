@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
 
@@ -30,6 +31,9 @@ class Job:
     # > 0: open loop instead: this many calls per second from this process, started on a
     # fixed schedule whatever the earlier calls are doing
     rate: float = 0.0
+    # direct and cold: the mesh's PKI directory, to call the service as the edge does (mutual
+    # TLS as the edge's identity); empty with MESH_TLS=0
+    pki_dir: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,15 @@ async def _caller(job: Job) -> tuple[Callable[[random.Random], Awaitable[None]],
 
         from tiktok.v1 import feed_pb2, feed_pb2_grpc
 
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{job.port}")
+        target = f"127.0.0.1:{job.port}"
+        if job.pki_dir and job.target != "grpc":
+            from mesh import pki
+            from mesh.tls import channel_credentials
+
+            credentials = channel_credentials(Path(job.pki_dir), pki.EDGE)
+            channel = grpc.aio.secure_channel(target, credentials)
+        else:
+            channel = grpc.aio.insecure_channel(target)
         stub = feed_pb2_grpc.FeedServiceStub(channel)
         request = feed_pb2.GetFeedRequest(kind="following", page_size=job.page_size)
         # through the edge a token; straight to the service the header Envoy derives from it

@@ -24,7 +24,7 @@ from tiktok.v1 import activity_pb2_grpc, feed_pb2_grpc, precache_pb2_grpc, uploa
 async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     redis = redis_client(settings.redis_url)
     shared = SharedConnection(settings.redis_url, redis)
-    channel = internal_channel(settings)
+    channel = internal_channel(settings, "feed")
     breaker = Breaker("redis")  # one per process: a hung Redis is skipped by every path
     counts = VideoCountsSource(
         CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel), breaker=breaker

@@ -7,17 +7,24 @@ The edge strips any client-sent ``x-user-id`` and ``x-session-id`` and sets them
 from __future__ import annotations
 
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 import grpc
 
 from mesh.errors import Unauthenticated
-from mesh.interceptors import USER_ID_HEADER
 
+USER_ID_HEADER = "x-user-id"
 SESSION_ID_HEADER = "x-session-id"
+
+# Whether the current call's peer may assert the user (set per call by the interceptor from
+# mesh.tls.PeerPolicy): the headers of a peer that may not are ignored, as if it were anonymous.
+user_headers_trusted: ContextVar[bool] = ContextVar("user_headers_trusted", default=True)
 
 
 def _header(context: grpc.aio.ServicerContext[Any, Any], name: str) -> str | None:
+    if not user_headers_trusted.get():
+        return None
     for key, value in context.invocation_metadata() or ():
         if key == name and isinstance(value, str) and value:
             return value

@@ -14,7 +14,9 @@ from botocore.config import Config
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from mesh.pki import SERVICE_IDENTITIES
 from mesh.settings import Settings
+from mesh.tls import channel_credentials
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -70,10 +72,12 @@ def s3_client(settings: Settings, *, endpoint: str | None = None) -> S3Client:
     )
 
 
-def internal_channel(settings: Settings) -> grpc.aio.Channel:
-    """A channel to the other services: the internal Envoy listener, which balances, health
-    checks and retries; never a hard-coded instance."""
-    return grpc.aio.insecure_channel(
-        settings.internal_target,
-        options=[("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)],
-    )
+def internal_channel(settings: Settings, service: str) -> grpc.aio.Channel:
+    """A channel from ``service`` to the other services: the internal Envoy listener, which
+    balances, health checks, retries and checks who may call what; never a hard-coded
+    instance. Mutual TLS as ``service``'s identity unless MESH_TLS=0."""
+    options = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)]
+    if not settings.mesh_tls:
+        return grpc.aio.insecure_channel(settings.internal_target, options=options)
+    credentials = channel_credentials(settings.pki_dir, SERVICE_IDENTITIES[service])
+    return grpc.aio.secure_channel(settings.internal_target, credentials, options=options)

@@ -22,8 +22,10 @@ import redis.exceptions
 from google.protobuf.message import DecodeError
 from prometheus_client import Histogram
 
+from mesh.auth import USER_ID_HEADER, user_headers_trusted
 from mesh.errors import DomainError, ResourceExhausted
 from mesh.logs import request_id_var, user_id_var
+from mesh.tls import PeerPolicy
 
 log = logging.getLogger("mesh.rpc")
 
@@ -63,7 +65,6 @@ def is_dependency_failure(exc: BaseException) -> bool:
 # Probes are not traffic: no log line, no histogram sample.
 _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
-USER_ID_HEADER = "x-user-id"
 REQUEST_ID_HEADER = "x-request-id"
 
 
@@ -74,15 +75,29 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 class _Call:
     """Bookkeeping for one RPC: sets the log context, maps errors, records the outcome."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def __init__(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], policy: PeerPolicy | None
+    ) -> None:
         self.method = method
         self.context = context
+        self.policy = policy
         headers = _metadata(context)
         self.request_id = headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         self.user_id = headers.get(USER_ID_HEADER) or None
         self.code = grpc.StatusCode.OK
         self.start = time.perf_counter()
-        self._tokens = (request_id_var.set(self.request_id), user_id_var.set(self.user_id))
+        self._tokens = (
+            request_id_var.set(self.request_id),
+            user_id_var.set(self.user_id),
+            user_headers_trusted.set(True),
+        )
+
+    def admit(self) -> None:
+        """Applies the peer policy (mutual TLS): refuses the call, or decides whether its user
+        headers count. Raises PermissionDenied for fail() to map."""
+        if self.policy is not None and not self.policy.admit(self.method, self.context):
+            user_headers_trusted.set(False)
+            user_id_var.set(None)
 
     async def fail(self, exc: BaseException) -> None:
         """Aborts the RPC with the status ``exc`` maps to. Always raises."""
@@ -131,6 +146,7 @@ class _Call:
         )
         request_id_var.reset(self._tokens[0])
         user_id_var.reset(self._tokens[1])
+        user_headers_trusted.reset(self._tokens[2])
 
 
 UNDECODABLE = "request: not a valid message (text fields must be valid UTF-8)"
@@ -158,11 +174,14 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
-def _wrap_unary(method: str, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _wrap_unary(
+    method: str, inner: Callable[..., Awaitable[Any]], policy: PeerPolicy | None
+) -> Callable[..., Awaitable[Any]]:
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        call = _Call(method, context)
+        call = _Call(method, context, policy)
         exc: BaseException | None = None
         try:
+            call.admit()
             if isinstance(request, _Undecodable):
                 raise request.error
             return await inner(request, context)
@@ -185,14 +204,15 @@ _Streaming = Callable[..., AsyncIterator[Any]]
 
 
 def _wrap_streaming(
-    method: str, inner: Callable[..., AsyncIterator[Any]]
+    method: str, inner: Callable[..., AsyncIterator[Any]], policy: PeerPolicy | None
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handler(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        call = _Call(method, context)
+        call = _Call(method, context, policy)
         exc: BaseException | None = None
         try:
+            call.admit()
             if isinstance(request, _Undecodable):
                 raise request.error
             async for reply in inner(request, context):
@@ -212,7 +232,11 @@ def _wrap_streaming(
 
 
 class MeshInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Wraps every handler of the server; probes (health, reflection) pass through untouched."""
+    """Wraps every handler of the server; probes (health, reflection) pass through untouched
+    (any mesh identity may probe). ``policy``: who may call what (None: everyone, plaintext)."""
+
+    def __init__(self, policy: PeerPolicy | None = None) -> None:
+        self.policy = policy
 
     async def intercept_service(
         self,
@@ -234,16 +258,17 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         unary_codec = {**codec, "request_deserializer": _tolerant(handler.request_deserializer)}
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary), **unary_codec
+                _wrap_unary(method, handler.unary_unary, self.policy), **unary_codec
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary(method, handler.stream_unary), **codec
+                _wrap_unary(method, handler.stream_unary, self.policy), **codec
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_streaming(method, cast(_Streaming, handler.unary_stream)), **unary_codec
+                _wrap_streaming(method, cast(_Streaming, handler.unary_stream), self.policy),
+                **unary_codec,
             )
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_streaming(method, cast(_Streaming, handler.stream_stream)), **codec
+            _wrap_streaming(method, cast(_Streaming, handler.stream_stream), self.policy), **codec
         )

@@ -24,7 +24,10 @@ from prometheus_client import start_http_server
 from mesh import pagination
 from mesh.interceptors import MeshInterceptor
 from mesh.logs import configure_logging
+from mesh.pki import SERVICE_IDENTITIES
+from mesh.proto import public_methods
 from mesh.settings import SERVICES_BY_NAME, ServiceSpec, Settings
+from mesh.tls import PeerPolicy, server_credentials
 
 log = logging.getLogger("mesh.server")
 
@@ -38,6 +41,11 @@ SERVER_OPTIONS = [
     # A second process on the same port must fail loudly, not share it silently.
     ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    # Envoy admits request headers up to 60 KiB (a long path is copied into
+    # x-envoy-original-path): take what it forwards, so a long value gets the service's own
+    # short 400 rather than grpc's RESOURCE_EXHAUSTED listing every header
+    ("grpc.max_metadata_size", 64 * 1024),
+    ("grpc.absolute_max_metadata_size", 64 * 1024),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
 ]
@@ -51,7 +59,8 @@ async def serve(spec: ServiceSpec, settings: Settings, setup: Setup) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     async with setup(settings) as register:
-        server = grpc.aio.server(interceptors=[MeshInterceptor()], options=SERVER_OPTIONS)
+        policy = PeerPolicy(public_methods(spec.grpc_service)) if settings.mesh_tls else None
+        server = grpc.aio.server(interceptors=[MeshInterceptor(policy)], options=SERVER_OPTIONS)
         register(server)
         health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -64,7 +73,11 @@ async def serve(spec: ServiceSpec, settings: Settings, setup: Setup) -> None:
             server,
         )
         address = f"{settings.bind_host}:{settings.grpc_ports[spec.name]}"
-        server.add_insecure_port(address)
+        if settings.mesh_tls:
+            identity = SERVICE_IDENTITIES[spec.name]
+            server.add_secure_port(address, server_credentials(settings.pki_dir, identity))
+        else:
+            server.add_insecure_port(address)
         await server.start()
         for name in ("", spec.grpc_service):
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -65,6 +65,10 @@ class Settings:
     # any) so tokens signed before a rotation stay valid until they expire
     jwt_private_key_file: Path
     jwt_previous_key_file: Path
+    # mutual TLS on every gRPC hop behind the edge, with the identities in pki_dir (mesh.pki);
+    # MESH_TLS=0 only to measure what it costs
+    mesh_tls: bool
+    pki_dir: Path
     # after this many failed sign-ins for one handle within the window, that handle gets 429
     signin_max_failures: int
     signin_failure_window_seconds: int
@@ -135,6 +139,8 @@ class Settings:
             jwt_previous_key_file=Path(
                 env.get("JWT_PREVIOUS_KEY_FILE") or data_dir / "jwt" / "previous-key.pem"
             ),
+            mesh_tls=env.get("MESH_TLS", "1") != "0",
+            pki_dir=Path(env.get("PKI_DIR") or data_dir / "pki"),
             signin_max_failures=int(env.get("SIGNIN_MAX_FAILURES", "10")),
             signin_failure_window_seconds=int(env.get("SIGNIN_FAILURE_WINDOW_SECONDS", "900")),
             page_token_key=_base64_secret(env, "PAGE_TOKEN_KEY"),

@@ -26,7 +26,7 @@ TRENDING_EVERY_SECONDS = 10
 async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     replica = await open_pool(settings.database_replica_url, "public")
     redis = redis_client(settings.redis_url)
-    channel = internal_channel(settings)
+    channel = internal_channel(settings, "precache")
     stream = FeedStream(feed_pb2_grpc.FeedServiceStub(channel))
     builder = Builder(replica, stream, settings.hot_creator_followers)
     refills = RefillQueue(builder)

@@ -32,7 +32,8 @@ Try it:
   curl -s -XPOST localhost:{edge}/v1/users -d '{{"handle":"ana","password":"correct horse","display_name":"Ana"}}'
   curl -s -XPOST localhost:{edge}/v1/sessions -d '{{"handle":"ana","password":"correct horse"}}'
   curl -s localhost:{edge}/v1/users/<user_id>
-  .venv/bin/grpcurl -plaintext localhost:{activity} list
+  .venv/bin/grpcurl -cacert {data}/pki/ca.pem -cert {data}/pki/developer.pem \\
+      -key {data}/pki/developer-key.pem localhost:{activity} list
   .venv/bin/grpcurl -plaintext -import-path protos -proto tiktok/v1/activity.proto \\
       -d '{{"handle":"ana","password":"correct horse"}}' localhost:{edge} tiktok.v1.ActivityService/CreateSession
 

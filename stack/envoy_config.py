@@ -17,6 +17,7 @@ from google.api import annotations_pb2 as http_annotations
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.descriptor_pb2 import MethodOptions
 
+from mesh import pki
 from mesh.settings import SERVICES, Settings
 from stack.servers import s3_address
 from stack.topology import HOST, Topology
@@ -25,6 +26,22 @@ TEMPLATE = Path(__file__).resolve().parent.parent / "envoy" / "envoy.yaml.j2"
 
 SAFE_LEVELS = (MethodOptions.NO_SIDE_EFFECTS, MethodOptions.IDEMPOTENT)
 # each costs a password hash: limited per client address in their own, stricter bucket
+# Who calls each internal method through the internal listener (Envoy's RBAC allows exactly
+# these): the services' own calls, and the importer tool's streamed uploads.
+INTERNAL_CALLERS: dict[str, tuple[pki.Identity, ...]] = {
+    "/tiktok.v1.UploadService/BatchGetVideos": (
+        pki.SERVICE_IDENTITIES["activity"],
+        pki.SERVICE_IDENTITIES["feed"],
+    ),
+    "/tiktok.v1.ActivityService/BatchGetVideoCounts": (
+        pki.SERVICE_IDENTITIES["upload"],
+        pki.SERVICE_IDENTITIES["feed"],
+    ),
+    "/tiktok.v1.PrecacheService/RequestRefill": (pki.SERVICE_IDENTITIES["feed"],),
+    "/tiktok.v1.FeedService/StreamFeedBatches": (pki.SERVICE_IDENTITIES["precache"],),
+    "/tiktok.v1.UploadService/UploadVideo": (pki.IMPORTER,),
+}
+
 SIGN_IN_METHODS = (
     "/tiktok.v1.ActivityService/CreateUser",
     "/tiktok.v1.ActivityService/CreateSession",
@@ -42,6 +59,7 @@ class Route:
     idempotent: bool  # may be retried even after it reached a server
     streaming: bool
     sign_in: bool  # limited per client address by the sign-in bucket, not the anonymous one
+    callers: tuple[str, ...]  # SPIFFE IDs allowed on the internal listener (INTERNAL_CALLERS)
 
 
 def _method_route(method: MethodDescriptor, cluster: str) -> Route:
@@ -57,6 +75,7 @@ def _method_route(method: MethodDescriptor, cluster: str) -> Route:
         idempotent=options.idempotency_level in SAFE_LEVELS,
         streaming=method.client_streaming or method.server_streaming,
         sign_in=path in SIGN_IN_METHODS,
+        callers=tuple(i.spiffe_id for i in INTERNAL_CALLERS.get(path, ())),
     )
 
 
@@ -82,6 +101,20 @@ def _storage(settings: Settings) -> dict[str, object]:
         "port": port,
         "bucket": settings.s3_bucket,
         "max_upload_bytes": MAX_UPLOAD_BYTES,
+    }
+
+
+def _tls(settings: Settings, identity: pki.Identity) -> dict[str, object] | None:
+    """The files of one Envoy's mesh identity and the identities it expects; None: plaintext."""
+    if not settings.mesh_tls:
+        return None
+    files = pki.files(settings.pki_dir, identity)
+    return {
+        "ca": str(files.ca),
+        "cert": str(files.cert),
+        "key": str(files.key),
+        "trust_domain": f"spiffe://{pki.TRUST_DOMAIN}/",
+        "service_ids": {name: i.spiffe_id for name, i in pki.SERVICE_IDENTITIES.items()},
     }
 
 
@@ -127,9 +160,9 @@ def render_envoy_configs(
         ],
     }
     paths = {}
-    for role, port, admin_port, role_routes in (
-        ("edge", topo.edge_port, topo.edge_admin_port, [r for r in routes if r.public]),
-        ("internal", topo.internal_port, topo.internal_admin_port, routes),
+    for role, port, admin_port, role_routes, identity in (
+        ("edge", topo.edge_port, topo.edge_admin_port, [r for r in routes if r.public], pki.EDGE),
+        ("internal", topo.internal_port, topo.internal_admin_port, routes, pki.INTERNAL),
     ):
         path = out_dir / f"{role}.yaml"
         path.write_text(
@@ -139,6 +172,7 @@ def render_envoy_configs(
                 admin_port=admin_port,
                 media_port=topo.media_port,
                 routes=role_routes,
+                tls=_tls(settings, identity),
                 **common,
             )
         )

@@ -19,10 +19,13 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh import pki
 from mesh.clients import s3_client
 from mesh.jwtkeys import ensure_signing_key, write_jwks
 from mesh.pagination import load_key
+from mesh.pki import ensure_pki
 from mesh.settings import SERVICES_BY_NAME, Settings
+from mesh.tls import channel_credentials
 from stack import servers
 from stack.envoy_config import render_envoy_configs
 from stack.media_edge import media_edge, media_metrics, render_media_edge_config
@@ -50,8 +53,16 @@ def ephemeral_env() -> dict[str, str]:
 Progress = Callable[[str], None]
 
 
-def service_ready(port: int, grpc_service: str) -> bool:
-    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+def mesh_channel(settings: Settings, target: str, identity: pki.Identity) -> grpc.Channel:
+    """A blocking channel to a service port or the internal listener as ``identity`` (mutual
+    TLS), or plaintext with MESH_TLS=0: for the launcher's probes, tests and benchmarks."""
+    if not settings.mesh_tls:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, channel_credentials(settings.pki_dir, identity))
+
+
+def service_ready(settings: Settings, port: int, grpc_service: str) -> bool:
+    with mesh_channel(settings, f"{HOST}:{port}", pki.DEVELOPER) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=grpc_service), timeout=1
         )
@@ -122,6 +133,8 @@ class Stack:
         key = self.settings.jwt_private_key_file
         ensure_signing_key(key)
         write_jwks(key, self.jwks_path, self.settings.jwt_previous_key_file)
+        if self.settings.mesh_tls:  # the CA once, every identity's certificate afresh
+            ensure_pki(self.settings.pki_dir)
         if not self.settings.page_token_key:  # made once here, before N instances start
             load_key(self.settings.page_token_key_file)
 
@@ -157,7 +170,7 @@ class Stack:
         for inst in self.topo.instances:
             proc = self._service_proc(inst)
             self.services[inst.name] = proc
-            wanted.append((proc, lambda i=inst: service_ready(i.grpc_port, i.spec.grpc_service)))
+            wanted.append((proc, lambda i=inst: self._serving(i)))
         self._start_layer(wanted, timeout=60)
 
     def start_outside_envoy(self, service: str, env: Mapping[str, str]) -> Instance:
@@ -169,8 +182,11 @@ class Stack:
         inst = Instance(spec, 100 + len(self.services), grpc_port, metrics_port)  # a new name
         proc = self._service_proc(inst, env)
         self.services[inst.name] = proc
-        self._start_layer([(proc, lambda: service_ready(grpc_port, spec.grpc_service))], 60)
+        self._start_layer([(proc, lambda: self._serving(inst))], 60)
         return inst
+
+    def _serving(self, inst: Instance) -> bool:
+        return service_ready(self.settings, inst.grpc_port, inst.spec.grpc_service)
 
     def _service_proc(self, inst: Instance, extra_env: Mapping[str, str] | None = None) -> Proc:
         prefix = inst.spec.env_prefix
@@ -239,5 +255,5 @@ class Stack:
             if old in layer:
                 layer[layer.index(old)] = proc
         self.services[instance_name] = proc
-        proc.wait_ready(lambda: service_ready(inst.grpc_port, inst.spec.grpc_service), 30)
+        proc.wait_ready(lambda: self._serving(inst), 30)
         return proc

@@ -3,13 +3,14 @@ two activity_svc instances so load balancing and graceful shutdown can be proven
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from stack.launcher import Stack, ephemeral_env
+from mesh import pki
+from stack.launcher import Stack, ephemeral_env, mesh_channel
 from stack.topology import Topology
 from tests.helpers import Http
 
@@ -18,8 +19,12 @@ INSTANCES = {"activity": 2}
 TEST_ENV = {
     "RATE_LIMIT_PER_SECOND": "20",
     "RATE_LIMIT_BURST": "40",
-    # the test clients send X-Forwarded-For from loopback, each its own client address
+    # the test clients send X-Forwarded-For from loopback, each its own client address; an
+    # anonymous client gets a burst of 200, then 20/s (what polling with eventually() takes),
+    # so a flood's bucket does not refill within a test
     "TRUSTED_PROXIES": "127.0.0.1/32",
+    "ANON_RATE_LIMIT_PER_SECOND": "20",
+    "ANON_RATE_LIMIT_BURST": "200",
     "LOG_LEVEL": "INFO",
     # small enough that a test can fill the media edge's cache ten times over
     "MEDIA_CACHE_MAX_BYTES": str(32 * 1024 * 1024),
@@ -56,7 +61,22 @@ def edge_channel(stack: Stack) -> Iterator[grpc.Channel]:
         yield channel
 
 
+InternalChannels = Callable[[pki.Identity], grpc.Channel]
+
+
 @pytest.fixture(scope="session")
-def internal_channel(stack: Stack) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(f"127.0.0.1:{stack.topo.internal_port}") as channel:
-        yield channel
+def internal(stack: Stack) -> Iterator[InternalChannels]:
+    """Channels to the internal listener as a mesh identity (mutual TLS): ``internal(pki.X)``.
+    A test module names the identity its calls need in its own ``internal_channel`` fixture,
+    as RBAC allows each method only to its callers."""
+    channels: dict[str, grpc.Channel] = {}
+
+    def channel(identity: pki.Identity) -> grpc.Channel:
+        if identity.name not in channels:
+            target = f"127.0.0.1:{stack.topo.internal_port}"
+            channels[identity.name] = mesh_channel(stack.settings, target, identity)
+        return channels[identity.name]
+
+    yield channel
+    for c in channels.values():
+        c.close()

@@ -45,7 +45,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         bucket=settings.s3_bucket,
         media_base_url=settings.cdn_base_url,
     )
-    channel = internal_channel(settings)
+    channel = internal_channel(settings, "upload")
     breaker = Breaker("redis")  # one per process: a hung Redis is skipped by every path
     counts = VideoCountsSource(
         CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel), breaker=breaker

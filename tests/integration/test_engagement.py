@@ -12,10 +12,11 @@ import pytest
 import redis
 
 from activity_svc.counters import GROUP, prune_applied_events
-from mesh import keys
+from mesh import keys, pki
 from mesh.clients import redis_client
 from mesh.db import open_pool
 from stack.launcher import Stack
+from tests.conftest import InternalChannels
 from tests.helpers import (
     UNKNOWN_ID,
     Http,
@@ -28,6 +29,12 @@ from tests.helpers import (
 )
 from tests.videos import publish
 from tiktok.v1 import activity_pb2, activity_pb2_grpc, events_pb2
+
+
+@pytest.fixture
+def internal_channel(internal: InternalChannels) -> grpc.Channel:
+    """The feed service's identity: a caller of BatchGetVideoCounts."""
+    return internal(pki.SERVICE_IDENTITIES["feed"])
 
 
 def like(http: Http, user: SignedUpUser, video_id: str):

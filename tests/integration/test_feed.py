@@ -12,9 +12,9 @@ import psycopg
 import pytest
 import redis
 
-from mesh import keys
+from mesh import keys, pki
 from readmodels.feed import GLOBAL_FEED_USER
-from stack.launcher import Stack
+from stack.launcher import Stack, mesh_channel
 from tests.feeds import feed, follow, ids
 from tests.helpers import Http, eventually, sign_up, sign_up_many
 from tests.videos import READY, publish
@@ -230,7 +230,9 @@ def test_feed_cold_path_only_builds_every_page_from_the_replica(edge: Http, stac
     eventually(lambda: len(ids(feed(edge, fan))) == 3)  # the queue is built
     cold = stack.start_outside_envoy("feed", {"FEED_COLD_PATH_ONLY": "1"})
     as_fan = (("x-user-id", fan.user_id),)  # what the edge derives from the token
-    with grpc.insecure_channel(f"127.0.0.1:{cold.grpc_port}") as channel:
+    # the edge's identity: the one that may assert a user on a service port
+    target = f"127.0.0.1:{cold.grpc_port}"
+    with mesh_channel(stack.settings, target, pki.EDGE) as channel:
         stub = feed_pb2_grpc.FeedServiceStub(channel)
         first = stub.GetFeed(
             feed_pb2.GetFeedRequest(kind="following", page_size=2), metadata=as_fan

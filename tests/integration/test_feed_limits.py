@@ -9,7 +9,11 @@ import redis
 from feed_svc.queues import ANONYMOUS_WINDOW_SECONDS
 from mesh import keys
 from stack.launcher import Stack
-from tests.helpers import Http, sign_up
+from tests.helpers import Http, Response, eventually, sign_up
+
+
+def _refused(r: Response) -> Response | None:
+    return r if r.status == 429 else None
 
 
 def test_past_the_cap_new_anonymous_sessions_get_429_and_others_go_on(
@@ -26,8 +30,9 @@ def test_past_the_cap_new_anonymous_sessions_get_429_and_others_go_on(
     try:
         for key in full:
             r.set(key, cap, ex=120)
-        refused = edge.get("/v1/feed")
-        assert refused.status == 429, refused.body
+        # (a page the breaker serves from the replica, after an earlier test's Redis outage,
+        # touches no Redis and is not counted: hence polled)
+        refused = eventually(lambda: _refused(edge.get("/v1/feed")), timeout=10)
         assert refused.json()["code"] == 8 and "sign in" in refused.json()["message"]
         assert 1 <= int(refused.headers["retry-after"]) <= ANONYMOUS_WINDOW_SECONDS
         # sessions already open go on, and signed-in readers are not counted

@@ -11,11 +11,18 @@ import grpc
 import pytest
 import redis
 
-from mesh import keys
+from mesh import keys, pki
 from stack.launcher import Stack
+from tests.conftest import InternalChannels
 from tiktok.v1 import feed_pb2, feed_pb2_grpc
 
 FOLLOWING = feed_pb2.FEED_KIND_FOLLOWING
+
+
+@pytest.fixture
+def internal_channel(internal: InternalChannels) -> grpc.Channel:
+    """The builder's identity: the one caller of StreamFeedBatches."""
+    return internal(pki.SERVICE_IDENTITIES["precache"])
 
 
 @pytest.fixture

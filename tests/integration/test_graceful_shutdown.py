@@ -12,7 +12,7 @@ from collections.abc import Callable
 import grpc
 
 from stack.launcher import Stack
-from tests.helpers import Http, eventually, sign_up, unique_handle
+from tests.helpers import Http, eventually, random_address, sign_up, unique_handle
 from tiktok.v1 import activity_pb2, activity_pb2_grpc
 
 
@@ -56,14 +56,18 @@ class Load:
         ]  # fmt: skip
 
     def _rest_get(self, http: Http, stub: activity_pb2_grpc.ActivityServiceStub) -> None:
+        http.client_address = random_address()  # see _grpc_get
         r = http.get(f"/v1/users/{self.user_id}")
         if r.status != 200:
             raise AssertionError(f"GET user: {r.status} {r.body[:200]!r}")
 
     def _grpc_get(self, http: Http, stub: activity_pb2_grpc.ActivityServiceStub) -> None:
-        stub.GetUser(activity_pb2.GetUserRequest(user_id=self.user_id), timeout=10)
+        # as many clients: the per-address limits are not what this load is about
+        client = (("x-forwarded-for", random_address()),)
+        stub.GetUser(activity_pb2.GetUserRequest(user_id=self.user_id), metadata=client, timeout=10)
 
     def _rest_sign_up(self, http: Http, stub: activity_pb2_grpc.ActivityServiceStub) -> None:
+        http.client_address = random_address()  # a new client each time, as for _grpc_get
         r = http.post("/v1/users", {"handle": unique_handle("load"), "password": "correct horse"})
         if r.status != 200:
             raise AssertionError(f"sign-up: {r.status} {r.body[:200]!r}")

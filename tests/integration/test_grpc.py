@@ -11,12 +11,20 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stack.launcher import Stack
+from mesh import pki
+from stack.launcher import Stack, mesh_channel
+from tests.conftest import InternalChannels
 from tests.helpers import Http, sign_up, unique_handle
 from tiktok.v1 import activity_pb2, activity_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPCURL = str(Path(sys.executable).parent / "grpcurl")
+
+
+@pytest.fixture
+def internal_channel(internal: InternalChannels) -> grpc.Channel:
+    """The feed service's identity: a caller of BatchGetVideoCounts."""
+    return internal(pki.SERVICE_IDENTITIES["feed"])
 
 
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -87,18 +95,28 @@ def test_grpcurl_through_the_edge_with_the_protos(edge: Http, stack: Stack) -> N
     assert json.loads(r.stdout)["user"]["userId"] == user.user_id
 
 
+def _developer(stack: Stack) -> list[str]:
+    """grpcurl's flags for the developer identity, as the README gives them."""
+    pki_dir = stack.settings.pki_dir
+    return [
+        "-cacert", str(pki_dir / "ca.pem"),
+        "-cert", str(pki_dir / "developer.pem"),
+        "-key", str(pki_dir / "developer-key.pem"),
+    ]  # fmt: skip
+
+
 def test_every_instance_is_serving_and_reflects_its_service(stack: Stack) -> None:
     for inst in stack.topo.instances:
         target = f"127.0.0.1:{inst.grpc_port}"
-        with grpc.insecure_channel(target) as channel:
+        with mesh_channel(stack.settings, target, pki.DEVELOPER) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             for service in ("", inst.spec.grpc_service):
                 reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        listed = grpcurl("-plaintext", target, "list")
+        listed = grpcurl(*_developer(stack), f"localhost:{inst.grpc_port}", "list")
         assert listed.returncode == 0, listed.stderr
         assert inst.spec.grpc_service in listed.stdout.split()
-        r = grpcurl("-plaintext", target, "grpc.health.v1.Health/Check")
+        r = grpcurl(*_developer(stack), target, "grpc.health.v1.Health/Check")
         assert json.loads(r.stdout) == {"status": "SERVING"}
 
 

@@ -16,10 +16,11 @@ import psycopg
 import pytest
 import redis
 
-from mesh import keys
+from mesh import keys, pki
 from mesh.clients import s3_client
-from stack.launcher import Stack
+from stack.launcher import Stack, mesh_channel
 from tests.clips import make_clip, make_png
+from tests.conftest import InternalChannels
 from tests.helpers import Http, eventually, sign_up
 from tests.videos import (
     LADDER_FIELDS,
@@ -35,6 +36,12 @@ from tests.videos import (
 from tiktok.v1 import common_pb2, events_pb2
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@pytest.fixture
+def internal_channel(internal: InternalChannels) -> grpc.Channel:
+    """The importer's identity: the one caller of UploadVideo."""
+    return internal(pki.IMPORTER)
 
 
 def object_exists(stack: Stack, key: str) -> bool:
@@ -181,7 +188,8 @@ def test_publish_and_delete_become_events_and_cards(edge: Http, stack: Stack) ->
     from tiktok.v1 import upload_pb2, upload_pb2_grpc
 
     client.delete(keys.video_card(video["video_id"]))
-    with grpc.insecure_channel(f"127.0.0.1:{stack.topo.internal_port}") as channel:
+    internal = f"127.0.0.1:{stack.topo.internal_port}"
+    with mesh_channel(stack.settings, internal, pki.SERVICE_IDENTITIES["feed"]) as channel:
         upload_pb2_grpc.UploadServiceStub(channel).BatchGetVideos(
             upload_pb2.BatchGetVideosRequest(video_ids=[video["video_id"], str(uuid.uuid4())])
         )

@@ -85,3 +85,13 @@ def test_settings_defaults_follow_design() -> None:
     assert custom.database_replica_url == "postgresql://db/x"
     assert custom.s3_public_url == "http://127.0.0.1:9000"
     assert custom.cdn_base_url == "http://127.0.0.1:9100/media"
+
+
+def test_every_internal_method_has_its_callers_and_no_public_one_does() -> None:
+    from stack.envoy_config import INTERNAL_CALLERS
+
+    routes = {r.path: r for r in contract_routes()}
+    internal = {path for path, r in routes.items() if not r.public}
+    assert set(INTERNAL_CALLERS) == internal
+    assert all(routes[path].callers for path in internal)
+    assert not [r for r in routes.values() if r.public and r.callers]
