@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -47,6 +49,33 @@ def run_on_own_stack(
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     return results
+
+
+def wrk(url: str, seconds: int, connections: int, threads: int = 2, script: str = "") -> dict:
+    """One wrk run (C, from the Debian package): throughput, p99 and the responses that were
+    not 2xx/3xx, as wrk reports them."""
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
+    if script:
+        argv[1:1] = ["-s", script]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    rps = float(_find(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = _find(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = int(_find(r"(\d+) requests in", out).group(1))
+    return {
+        "req_per_s": rps,
+        "p99_ms": round(float(p99.group(1)) * scale, 2),
+        "requests": total,
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
+
+
+def _find(pattern: str, text: str) -> re.Match[str]:
+    match = re.search(pattern, text)
+    if match is None:
+        raise RuntimeError(f"wrk output without {pattern!r}:\n{text}")
+    return match
 
 
 # load generators' tokens belong to no stored session (they never refresh or sign out)

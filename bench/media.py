@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import statistics
 import subprocess
 import tempfile
@@ -26,7 +25,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from bench.common import LOAD_ENV, RESULTS, run_on_own_stack
+from bench.common import LOAD_ENV, RESULTS, run_on_own_stack, wrk
 from bench.uploads import publish_timed
 from mesh.clients import s3_client
 from stack.launcher import Stack
@@ -134,22 +133,6 @@ def measure_herd(stack: Stack, put) -> dict:
 
 
 # --- 2. throughput -----------------------------------------------------------------------------
-
-
-def wrk(url: str, seconds: int, connections: int, threads: int = 2, script: str = "") -> dict:
-    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
-    if script:
-        argv[1:1] = ["-s", script]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "req_per_s": rps,
-        "p99_ms": round(float(p99.group(1)) * scale, 2),
-        "non_2xx": int(errors.group(1)) if errors else 0,
-    }
 
 
 def _cpu_seconds(root: int | None) -> float:

@@ -56,6 +56,8 @@ def s3_client(settings: Settings, *, endpoint: str | None = None) -> S3Client:
     Presign with ``endpoint=settings.s3_public_url`` so the signed host is the one clients use.
     boto3 is blocking: call it through ``asyncio.to_thread``.
     """
+    if not (settings.s3_access_key and settings.s3_secret_key):
+        raise ValueError("S3_ACCESS_KEY and S3_SECRET_KEY are required (no default keys)")
     return boto3.client(
         "s3",
         endpoint_url=endpoint or settings.s3_endpoint,

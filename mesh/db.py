@@ -65,7 +65,11 @@ async def apply_migrations(url: str, schema: str, directory: Path) -> list[int]:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"migrate:{schema}"])
             ident = sql.Identifier(schema)
-            await conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(ident))
+            # a role that owns its schema but may not create schemas still migrates: CREATE
+            # SCHEMA IF NOT EXISTS checks the database privilege even when the schema is there
+            cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema])
+            if await cur.fetchone() is None:
+                await conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
             await conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(ident))
             await conn.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("

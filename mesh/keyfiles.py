@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,3 +25,9 @@ def ensure_secret_file(path: Path, make: Callable[[], bytes]) -> None:
             os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def secret_text(path: Path, nbytes: int = 24) -> str:
+    """The secret in ``path``, made on first use: ``nbytes`` random bytes as URL-safe text."""
+    ensure_secret_file(path, lambda: secrets.token_urlsafe(nbytes).encode())
+    return path.read_text().strip()

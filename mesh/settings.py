@@ -124,8 +124,9 @@ class Settings:
             redis_url=env.get("REDIS_URL", "redis://127.0.0.1:63790/0"),
             s3_endpoint=env.get("S3_ENDPOINT", "http://127.0.0.1:8333"),
             s3_bucket=env.get("S3_BUCKET", "videos"),
-            s3_access_key=env.get("S3_ACCESS_KEY", "tiktok-local"),
-            s3_secret_key=env.get("S3_SECRET_KEY", "tiktok-local-secret"),
+            # no well-known default: the stack makes a pair on first run for its own S3
+            s3_access_key=env.get("S3_ACCESS_KEY", ""),
+            s3_secret_key=env.get("S3_SECRET_KEY", ""),
             s3_public_url=env.get("S3_PUBLIC_URL", f"http://127.0.0.1:{edge_port}"),
             cdn_base_url=env.get("CDN_BASE_URL", f"http://127.0.0.1:{media_port}/media"),
             media_port=media_port,

@@ -15,18 +15,21 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 import grpc
+import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh import pki
 from mesh.clients import s3_client
 from mesh.jwtkeys import ensure_signing_key, write_jwks
+from mesh.keyfiles import secret_text
 from mesh.pagination import load_key
 from mesh.pki import ensure_pki
 from mesh.settings import SERVICES_BY_NAME, Settings
 from mesh.tls import channel_credentials
-from stack import servers
+from stack import pgroles, servers
 from stack.envoy_config import render_envoy_configs
 from stack.media_edge import media_edge, media_metrics, render_media_edge_config
 from stack.procs import Proc, stop_all
@@ -84,6 +87,9 @@ class Stack:
         self.durable = durable
         self.progress = progress
         self.base_env = dict(base_env)
+        self.pg_credentials = pgroles.Credentials(
+            topo.data_dir / "secrets", HOST, topo.postgres_port
+        )
         self.env = self._environment(base_env)
         self.settings = Settings.from_env(self.env)
         # started processes by layer, so stop() can go in reverse
@@ -94,9 +100,16 @@ class Stack:
         """The variables every service process gets: DESIGN's configuration, filled in."""
         t = self.topo
         env = dict(base_env)
-        env.setdefault("DATABASE_URL", servers.postgres_url(t.postgres_port))
-        env.setdefault("REDIS_URL", f"redis://{HOST}:{t.redis_port}/0")
-        env.setdefault("S3_ENDPOINT", f"http://{HOST}:{t.seaweed.s3}")
+        secrets = t.data_dir / "secrets"
+        if "DATABASE_URL" not in env:  # our own Postgres: the superuser, with its password
+            env["DATABASE_URL"] = self.pg_credentials.url(pgroles.SUPERUSER)
+        if "REDIS_URL" not in env:  # our own Valkey, with a password made on first run
+            password = quote(secret_text(secrets / "valkey-password"), safe="")
+            env["REDIS_URL"] = f"redis://:{password}@{HOST}:{t.redis_port}/0"
+        if "S3_ENDPOINT" not in env:  # our own SeaweedFS, with keys made on first run
+            env["S3_ENDPOINT"] = f"http://{HOST}:{t.seaweed.s3}"
+            env.setdefault("S3_ACCESS_KEY", secret_text(secrets / "s3-access-key", 12))
+            env.setdefault("S3_SECRET_KEY", secret_text(secrets / "s3-secret-key", 30))
         env.update(
             DATA_DIR=str(t.data_dir),
             EDGE_PORT=str(t.edge_port),
@@ -151,19 +164,35 @@ class Stack:
         s = self.settings
         wanted: list[tuple[Proc, Callable[[], bool]]] = []
         if self._own("DATABASE_URL"):
-            pg = servers.postgres(self.topo, durable=self.durable)
+            pgdata = servers.pgdata(self.topo)
+            hba = pgroles.hba(pgdata)
+            pg = servers.postgres(self.topo, durable=self.durable, hba=hba)
             wanted.append((pg, lambda: servers.postgres_ready(s.database_url)))
         if self._own("REDIS_URL"):
-            wanted.append((servers.valkey(self.topo), lambda: servers.valkey_ready(s.redis_url)))
+            password = unquote(urlsplit(s.redis_url).password or "")
+            valkey = servers.valkey(self.topo, password)
+            wanted.append((valkey, lambda: servers.valkey_ready(s.redis_url)))
         if self._own("S3_ENDPOINT"):
             weed = servers.seaweedfs(self.topo, s.s3_access_key, s.s3_secret_key, s.s3_bucket)
             wanted.append((weed, lambda: servers.s3_ready(s.s3_endpoint)))
         self._start_layer(wanted, timeout=60)
+        if self._own("DATABASE_URL"):
+            self._secure_postgres()
         # the bucket may take a moment after the gateway answers: the filer must be up too
         bucket_probe = Proc("s3-bucket", [], self.topo.data_dir / "logs" / "seaweedfs.log")
         client = s3_client(s)
         took = bucket_probe.wait_ready(lambda: servers.ensure_bucket(client, s.s3_bucket), 60, 0.2)
         self.progress(f"  {'bucket':<18} ready {took:5.1f}s  s3://{s.s3_bucket}")
+
+    def _secure_postgres(self) -> None:
+        """Passwords, roles and grants (stack/pgroles.py); on the first start, the switch from
+        trust to SCRAM."""
+        pgdata = servers.pgdata(self.topo)
+        if pgroles.bootstrap(self.pg_credentials, pgdata):
+            servers.write_pg_hba(self.topo, pgroles.HBA)
+            with psycopg.connect(self.settings.database_url, autocommit=True) as conn:
+                conn.execute("SELECT pg_reload_conf()")
+            (pgdata / "scram-ready").touch()
 
     def _start_services(self) -> None:
         wanted = []
@@ -191,6 +220,10 @@ class Stack:
     def _service_proc(self, inst: Instance, extra_env: Mapping[str, str] | None = None) -> Proc:
         prefix = inst.spec.env_prefix
         env = dict(self.env) | dict(extra_env or {})
+        if self._own("DATABASE_URL"):  # each service logs in as its own role
+            env["DATABASE_URL"] = self.pg_credentials.service_url(inst.spec.name)
+            if self._own("DATABASE_REPLICA_URL"):
+                env["DATABASE_REPLICA_URL"] = env["DATABASE_URL"]
         env[f"{prefix}_GRPC_PORT"] = str(inst.grpc_port)
         env[f"{prefix}_METRICS_PORT"] = str(inst.metrics_port)
         grace = self.settings.shutdown_drain_seconds + self.settings.shutdown_grace_seconds

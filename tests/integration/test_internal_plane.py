@@ -7,6 +7,7 @@ import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import grpc
 import pytest
@@ -138,3 +139,55 @@ def test_the_pki_files_are_private_and_name_spiffe_identities(stack: Stack) -> N
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     uris = sans.get_values_for_type(x509.UniformResourceIdentifier)
     assert uris == ["spiffe://tiktok.local/svc/activity"]
+
+
+def test_the_embedded_stores_refuse_connections_without_credentials(stack: Stack) -> None:
+    import boto3
+    import botocore.exceptions
+    import redis
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    url = urlsplit(stack.settings.redis_url)
+    assert url.password  # the stack's Valkey has one
+    anonymous = redis.Redis(host=url.hostname, port=url.port, socket_timeout=2)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        anonymous.ping()
+    anonymous.close()
+    wrong = redis.Redis(host=url.hostname, port=url.port, password="guess", socket_timeout=2)
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        wrong.ping()
+    wrong.close()
+    # S3: the keys are the stack's own, not a well-known pair; unsigned writes are refused
+    assert stack.settings.s3_access_key not in ("tiktok-local", "")
+    unsigned = boto3.client(
+        "s3", endpoint_url=stack.settings.s3_endpoint, region_name="us-east-1",
+        config=Config(signature_version=UNSIGNED),
+    )  # fmt: skip
+    with pytest.raises(botocore.exceptions.ClientError):
+        unsigned.put_object(Bucket=stack.settings.s3_bucket, Key="v/intruder", Body=b"x")
+    for name in ("valkey-password", "s3-access-key", "s3-secret-key"):
+        assert (stack.topo.data_dir / "secrets" / name).stat().st_mode & 0o777 == 0o600
+
+
+def test_postgres_wants_scram_and_each_service_reaches_only_its_tables(stack: Stack) -> None:
+    import psycopg
+
+    creds = stack.pg_credentials
+    no_password = f"postgresql://postgres@127.0.0.1:{stack.topo.postgres_port}/postgres"
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(no_password, connect_timeout=3)
+    hba = (stack.topo.data_dir / "postgres" / "pg_hba.conf").read_text()
+    assert "scram-sha-256" in hba and "trust" not in hba
+    # the feed's roles read what the replica queries need, never credentials
+    with psycopg.connect(creds.service_url("feed"), autocommit=True) as feed:
+        feed.execute("SELECT count(*) FROM activity.follows, upload.videos LIMIT 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            feed.execute("SELECT password_hash FROM activity.users LIMIT 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            feed.execute("DELETE FROM activity.follows")
+    # a service owns its schema and cannot see another's
+    with psycopg.connect(creds.service_url("activity"), autocommit=True) as activity:
+        activity.execute("SELECT count(*) FROM activity.users")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            activity.execute("SELECT count(*) FROM upload.videos")
