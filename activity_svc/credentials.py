@@ -1,15 +1,19 @@
 """Passwords (Argon2id) and access tokens (EdDSA JWTs): the pure logic of signing up and in.
 
 Argon2 is deliberately slow and memory-hungry, so hashing runs on a dedicated, bounded pool of
-threads. A slot is held until the hash has finished, not until the caller stops waiting (a
-cancelled sign-in does not free a slot while its thread still hashes), and when the queue for
-slots is full a call fails fast with RESOURCE_EXHAUSTED instead of piling up work.
+threads, at a lower CPU priority than the rest of the process. A slot is held until the hash has
+finished, not until the caller stops waiting (a cancelled sign-in does not free a slot while its
+thread still hashes), and when the queue for slots is full a call fails fast with
+RESOURCE_EXHAUSTED instead of piling up work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -33,6 +37,13 @@ def owasp_argon2id() -> PasswordHasher:
     return PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 
 
+def _lower_priority() -> None:
+    """Hashing threads run at nice 10 (a Linux thread's own nice value): when the machine is
+    busy, a flood of sign-ins waits for the CPU rather than every other request waiting for it."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
 class Passwords:
     """Hashes and verifies passwords on ``threads`` dedicated threads; at most ``queue`` calls
     wait for one, beyond that RESOURCE_EXHAUSTED."""
@@ -41,7 +52,9 @@ class Passwords:
         self, threads: int = 2, queue: int = 16, hasher: PasswordHasher | None = None
     ) -> None:
         self._hasher = hasher or owasp_argon2id()
-        self._pool = concurrent.futures.ThreadPoolExecutor(threads, "argon2")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            threads, "argon2", initializer=_lower_priority
+        )
         self._slots = threads
         self._queue = queue
         self._in_use = 0

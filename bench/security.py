@@ -19,6 +19,7 @@ import json
 import os
 import statistics
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -51,7 +52,8 @@ def sign_in_script(handle: str, password: str) -> str:
     )
 
 
-# ~200 sign-ins/s: 20 connections, each one attempt every 100 ms, each for a new handle
+# ~200 sign-ins/s: 22 connections, each one attempt every 100 ms (plus its latency), each for a
+# new handle
 FLOOD = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -88,9 +90,7 @@ def readers_with_a_feed(edge: Http, count: int) -> list[SignedUpUser]:
     return readers
 
 
-def measure_sign_ins(stack: Stack) -> dict:
-    edge = Http(stack.topo.edge_port)
-    user = sign_up(edge, "signin")
+def measure_sign_ins(stack: Stack, user: SignedUpUser) -> dict:
     url = f"http://127.0.0.1:{stack.topo.edge_port}/v1/sessions"
     with lua(sign_in_script(user.handle, user.password)) as script:
         wrk(url, 3, 8, 2, script)  # warm up
@@ -105,9 +105,7 @@ def measure_sign_ins(stack: Stack) -> dict:
     }
 
 
-def measure_feed_during_flood(stack: Stack) -> dict:
-    edge = Http(stack.topo.edge_port)
-    readers = readers_with_a_feed(edge, 10)
+def measure_feed_during_flood(stack: Stack, readers: list[SignedUpUser]) -> dict:
     base = f"http://127.0.0.1:{stack.topo.edge_port}"
     feed_url = f"{base}/v1/feed?kind=following&page_size=10"
     quiet, flooded, floods = [], [], []
@@ -116,9 +114,13 @@ def measure_feed_during_flood(stack: Stack) -> dict:
         wrk(feed_url, 3, 10, 1, feed)  # warm up
         for _ in range(ROUNDS):
             quiet.append(wrk(feed_url, SECONDS, 10, 1, feed))
-            flooding = pool.submit(wrk, f"{base}/v1/sessions", SECONDS + 2, 20, 1, flood)
+            reached = sign_ins_served(stack)
+            flooding = pool.submit(wrk, f"{base}/v1/sessions", SECONDS + 2, 22, 1, flood)
             flooded.append(wrk(feed_url, SECONDS, 10, 1, feed))
             floods.append(flooding.result())
+            floods[-1]["reached_the_service_per_s"] = round(
+                (sign_ins_served(stack) - reached) / (SECONDS + 2), 1
+            )
     quiet_p99 = statistics.median(r["p99_ms"] for r in quiet)
     flooded_p99 = statistics.median(r["p99_ms"] for r in flooded)
     return {
@@ -126,13 +128,28 @@ def measure_feed_during_flood(stack: Stack) -> dict:
         "flooded": flooded,
         "flood": floods,
         "flood_per_s": round(statistics.median(r["req_per_s"] for r in floods), 1),
-        "flood_answered_429_share": round(
-            statistics.median(r["non_2xx"] / max(r["requests"], 1) for r in floods), 3
+        # what the edge let through, to be hashed (and answered 401: unknown handles)
+        "flood_reached_service_per_s": statistics.median(
+            r["reached_the_service_per_s"] for r in floods
         ),
         "p99_quiet_ms": quiet_p99,
         "p99_flooded_ms": flooded_p99,
         "p99_ratio": round(flooded_p99 / quiet_p99, 2),
     }
+
+
+def sign_ins_served(stack: Stack) -> float:
+    """CreateSession calls activity_svc has answered so far (its Prometheus histogram)."""
+    total = 0.0
+    for inst in stack.topo.instances_of("activity"):
+        url = f"http://127.0.0.1:{inst.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("grpc_server_handling_seconds_count{") and (
+                    'method="/tiktok.v1.ActivityService/CreateSession"' in line
+                ):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def feed_throughput(stack: Stack) -> list[dict]:
@@ -150,7 +167,14 @@ def feed_throughput(stack: Stack) -> list[dict]:
 
 
 def on_the_defaults(stack: Stack) -> dict:
-    return {"sign_ins": measure_sign_ins(stack), "flood": measure_feed_during_flood(stack)}
+    # every sign-up first: the load comes from one address, whose sign-in bucket the
+    # measurements then empty
+    edge = Http(stack.topo.edge_port)
+    user, readers = sign_up(edge, "signin"), readers_with_a_feed(edge, 10)
+    return {
+        "sign_ins": measure_sign_ins(stack, user),
+        "flood": measure_feed_during_flood(stack, readers),
+    }
 
 
 def main() -> None:
