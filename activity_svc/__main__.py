@@ -14,6 +14,7 @@ from activity_svc.service import ActivityService
 from activity_svc.sessions import Sessions
 from activity_svc.signin_limit import SignInLimit
 from activity_svc.videos import VideoDirectory
+from activity_svc.views import ViewDedup
 from mesh.clients import internal_channel, redis_client
 from mesh.db import apply_migrations, open_pool
 from mesh.jwtkeys import load_signing_key
@@ -45,7 +46,9 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     passwords = Passwords()
     limit = SignInLimit(redis, settings.signin_max_failures, settings.signin_failure_window_seconds)
     sessions = Sessions(pool, settings.refresh_token_ttl_seconds)
-    service = ActivityService(pool, passwords, limit, tokens, sessions, videos, mirror)
+    service = ActivityService(
+        pool, passwords, limit, tokens, sessions, videos, mirror, ViewDedup(redis)
+    )
     # stable across restarts of this instance, so it resumes its own unacknowledged entries
     consumer = CounterConsumer(
         pool, redis, mirror, f"{socket.gethostname()}:{settings.grpc_ports['activity']}"

@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from activity_svc import store
 from mesh import keys
 from mesh.consumer import Entry, GroupConsumer, parse_event
-from readmodels.counters import CounterMirror, Counts
+from readmodels.counters import USER_FIELDS, VIDEO_FIELDS, CounterMirror, Counts
 from tiktok.v1 import events_pb2
 
 log = logging.getLogger("activity_svc.counters")
@@ -37,9 +37,10 @@ PRUNE_BATCH = 10_000
 
 _SIGNS = {"created": 1, "deleted": -1, "published": 1}
 
-# counts in the column order of user_counters and video_counters
+# counts in the column order of user_counters and video_counters (store.COUNTER_COLUMNS)
 FOLLOWERS, FOLLOWING, VIDEOS = 0, 1, 2
-LIKES, COMMENTS, FAVORITES = 0, 1, 2
+LIKES, COMMENTS, FAVORITES, VIEWS, WATCH_MS, COMPLETIONS = 0, 1, 2, 3, 4, 5
+_WIDTH = {table: len(columns[1]) for table, columns in store.COUNTER_COLUMNS.items()}
 
 
 @dataclass
@@ -47,13 +48,20 @@ class Deltas:
     """What a batch of events adds to each counted user and video."""
 
     users: dict[uuid.UUID, list[int]] = field(
-        default_factory=lambda: defaultdict(lambda: [0, 0, 0])
+        default_factory=lambda: defaultdict(lambda: [0] * _WIDTH["user_counters"])
     )
     videos: dict[uuid.UUID, list[int]] = field(
-        default_factory=lambda: defaultdict(lambda: [0, 0, 0])
+        default_factory=lambda: defaultdict(lambda: [0] * _WIDTH["video_counters"])
     )
 
     def add(self, event: events_pb2.Event) -> None:
+        if event.type == "views.recorded" and event.WhichOneof("payload") == "views":
+            for play in event.views.plays:
+                counts = self.videos[uuid.UUID(play.video_id)]
+                counts[VIEWS] += 1
+                counts[WATCH_MS] += max(0, play.watched_ms)
+                counts[COMPLETIONS] += int(play.completed)
+            return
         sign = _SIGNS.get(event.type.rpartition(".")[2])
         if sign is None:  # a type this consumer does not know counts nothing (events.proto)
             return
@@ -122,9 +130,7 @@ class CounterConsumer:
                 )
                 for table, changes in tables:
                     if changes:
-                        rows = await store.add_to_counters(
-                            conn, table, {k: (v[0], v[1], v[2]) for k, v in changes.items()}
-                        )
+                        rows = await store.add_to_counters(conn, table, changes)
                         updated += [(table, r) for r in rows]
                 if len(fresh) < len(by_id):
                     # a redelivery: its counts were committed, but maybe never mirrored
@@ -132,8 +138,8 @@ class CounterConsumer:
                         conn, deltas_of(e for i, e in by_id.items() if i not in fresh)
                     )
         await self.mirror.write(
-            users=[_counts(r) for table, r in updated if table == "user_counters"],
-            videos=[_counts(r) for table, r in updated if table == "video_counters"],
+            users=[_counts(r, USER_FIELDS) for table, r in updated if table == "user_counters"],
+            videos=[_counts(r, VIDEO_FIELDS) for table, r in updated if table == "video_counters"],
         )
 
     async def _current_rows(
@@ -150,8 +156,9 @@ class CounterConsumer:
         return rows
 
 
-def _counts(row: store.CounterRow) -> Counts:
-    return Counts(str(row.entity_id), row.counts, row.version)
+def _counts(row: store.CounterRow, mirrored: tuple[str, ...]) -> Counts:
+    """What the mirror shows of a counter row: the first ``len(mirrored)`` counts."""
+    return Counts(str(row.entity_id), row.counts[: len(mirrored)], row.version)
 
 
 async def prune_applied_events(

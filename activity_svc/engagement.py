@@ -15,7 +15,7 @@ from mesh.outbox import new_event
 from mesh.pagination import encode_token
 from mesh.proto import timestamp
 from mesh.validation import page_size, parse_uuid
-from readmodels.counters import Counts
+from readmodels.counters import VIDEO_FIELDS, Counts, set_video_counts
 from tiktok.v1 import activity_pb2, common_pb2, events_pb2
 
 # rounds of reading a liked/favorite list to fill a page when some videos were deleted
@@ -120,9 +120,7 @@ class EngagementRpcs(ServicerBase):
         for video in videos:
             found = counts.get(video.video_id)
             if found:
-                video.like_count, video.comment_count, video.favorite_count = (
-                    max(0, n) for n in found
-                )
+                set_video_counts(video, found)
 
     async def BatchGetVideoCounts(
         self, request: activity_pb2.BatchGetVideoCountsRequest, context: grpc.aio.ServicerContext
@@ -132,19 +130,21 @@ class EngagementRpcs(ServicerBase):
             rows = await store.counters_by_ids(conn, "video_counters", ids)
         found = {r.entity_id: r for r in rows}
         # a video never counted yet is mirrored as zeros at version 0: the first real count wins
-        entries = [found.get(i) or store.CounterRow(i, (0, 0, 0), 0) for i in ids]
+        zeros = (0,) * len(VIDEO_FIELDS)
+        entries = [found.get(i) or store.CounterRow(i, zeros, 0) for i in ids]
+        mirrored = [
+            Counts(str(r.entity_id), r.counts[: len(VIDEO_FIELDS)], r.version) for r in entries
+        ]
         # read repair in the background: a hung Redis must not slow this answer down (callers
         # come here precisely when Redis failed them)
-        self.repair.videos([Counts(str(r.entity_id), r.counts, r.version) for r in entries])
+        self.repair.videos(mirrored)
         return activity_pb2.BatchGetVideoCountsResponse(
             counts=[
                 activity_pb2.VideoCounts(
-                    video_id=str(r.entity_id),
-                    like_count=max(0, r.counts[0]),
-                    comment_count=max(0, r.counts[1]),
-                    favorite_count=max(0, r.counts[2]),
+                    video_id=c.entity_id,
+                    **{name: max(0, n) for name, n in zip(VIDEO_FIELDS, c.values, strict=True)},
                 )
-                for r in entries
+                for c in mirrored
             ]
         )
 

@@ -21,6 +21,7 @@ from activity_svc.repair import MirrorRepair
 from activity_svc.sessions import Sessions
 from activity_svc.signin_limit import SignInLimit
 from activity_svc.videos import VideoDirectory
+from activity_svc.views import ViewDedup, ViewRpcs
 from readmodels.counters import CounterMirror
 from tiktok.v1 import activity_pb2_grpc
 
@@ -30,6 +31,7 @@ class ActivityService(
     FollowRpcs,
     EngagementRpcs,
     CommentRpcs,
+    ViewRpcs,
     activity_pb2_grpc.ActivityServiceServicer,
 ):
     def __init__(
@@ -41,6 +43,7 @@ class ActivityService(
         sessions: Sessions,
         videos: VideoDirectory,
         mirror: CounterMirror,
+        view_dedup: ViewDedup,
     ) -> None:
         self.pool = pool
         self.passwords = passwords
@@ -49,3 +52,4 @@ class ActivityService(
         self.sessions = sessions
         self.videos = videos
         self.repair = MirrorRepair(mirror)
+        self.view_dedup = view_dedup

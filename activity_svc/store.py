@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -12,6 +12,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import class_row
 
 from mesh.outbox import OUTBOX_INSERT, outbox_params
+from readmodels.counters import USER_FIELDS, VIDEO_FIELDS
 from tiktok.v1 import events_pb2
 
 
@@ -400,17 +401,20 @@ async def comments_page(
 
 @dataclass(frozen=True)
 class CounterRow:
-    """One row of user_counters or video_counters: the id, three counts, the version."""
+    """One row of user_counters or video_counters: the id, its counts (COUNTER_COLUMNS order),
+    the version."""
 
     entity_id: uuid.UUID
-    counts: tuple[int, int, int]
+    counts: tuple[int, ...]
     version: int
 
 
 CounterTable = Literal["user_counters", "video_counters"]
-_COUNTER_COLUMNS: dict[str, tuple[str, str, str, str]] = {
-    "user_counters": ("user_id", "follower_count", "following_count", "video_count"),
-    "video_counters": ("video_id", "like_count", "comment_count", "favorite_count"),
+# the key, then the counts: the mirrored ones (readmodels.counters) first; a video's watch time
+# and completions are ranking signals, not shown
+COUNTER_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "user_counters": ("user_id", USER_FIELDS),
+    "video_counters": ("video_id", (*VIDEO_FIELDS, "watch_ms", "completion_count")),
 }
 
 
@@ -426,47 +430,47 @@ async def mark_events_applied(
     return {row[0] for row in await cur.fetchall()}
 
 
-def _counter_names(table: CounterTable) -> dict[str, sql.Identifier]:
-    key, a, b, c = _COUNTER_COLUMNS[table]
-    return {
-        "table": sql.Identifier(table),
-        "key": sql.Identifier(key),
-        "a": sql.Identifier(a),
-        "b": sql.Identifier(b),
-        "c": sql.Identifier(c),
-    }
+def _counter_sql(table: CounterTable) -> tuple[sql.Identifier, list[sql.Identifier]]:
+    key, counts = COUNTER_COLUMNS[table]
+    return sql.Identifier(key), [sql.Identifier(c) for c in counts]
 
 
 async def add_to_counters(
     conn: AsyncConnection,
     table: CounterTable,
-    deltas: dict[uuid.UUID, tuple[int, int, int]],
+    deltas: Mapping[uuid.UUID, Sequence[int]],
 ) -> list[CounterRow]:
     """Adds the deltas, one upsert for all rows, in id order (two consumers updating the same
     rows lock them in the same order: no deadlock). Returns the rows as they now are."""
     ids = sorted(deltas)
+    key, counts = _counter_sql(table)
     # a new row starts at version 1: version 0 is what read repair mirrors for "never counted"
     query = sql.SQL(
-        "INSERT INTO {table} AS t ({key}, {a}, {b}, {c}, version)"
-        " SELECT *, 1 FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::bigint[])"
-        " ORDER BY 1"
-        " ON CONFLICT ({key}) DO UPDATE SET {a} = t.{a} + excluded.{a},"
-        " {b} = t.{b} + excluded.{b}, {c} = t.{c} + excluded.{c}, version = t.version + 1"
-        " RETURNING {key}, {a}, {b}, {c}, version"
-    ).format(**_counter_names(table))
-    columns = [[deltas[i][n] for i in ids] for n in range(3)]
+        "INSERT INTO {table} AS t ({key}, {counts}, version)"
+        " SELECT *, 1 FROM unnest(%s::uuid[], {arrays}) ORDER BY 1"
+        " ON CONFLICT ({key}) DO UPDATE SET {sums}, version = t.version + 1"
+        " RETURNING {key}, {counts}, version"
+    ).format(
+        table=sql.Identifier(table),
+        key=key,
+        counts=sql.SQL(", ").join(counts),
+        arrays=sql.SQL(", ").join(sql.SQL("%s::bigint[]") for _ in counts),
+        sums=sql.SQL(", ").join(sql.SQL("{0} = t.{0} + excluded.{0}").format(c) for c in counts),
+    )
+    columns = [[deltas[i][n] for i in ids] for n in range(len(counts))]
     cur = await conn.execute(query, [ids, *columns])
-    return [CounterRow(r[0], (r[1], r[2], r[3]), r[4]) for r in await cur.fetchall()]
+    return [CounterRow(r[0], tuple(r[1:-1]), r[-1]) for r in await cur.fetchall()]
 
 
 async def counters_by_ids(
     conn: AsyncConnection, table: CounterTable, ids: Sequence[uuid.UUID]
 ) -> list[CounterRow]:
-    query = sql.SQL(
-        "SELECT {key}, {a}, {b}, {c}, version FROM {table} WHERE {key} = ANY(%s)"
-    ).format(**_counter_names(table))
+    key, counts = _counter_sql(table)
+    query = sql.SQL("SELECT {key}, {counts}, version FROM {table} WHERE {key} = ANY(%s)").format(
+        table=sql.Identifier(table), key=key, counts=sql.SQL(", ").join(counts)
+    )
     cur = await conn.execute(query, [list(ids)])
-    return [CounterRow(r[0], (r[1], r[2], r[3]), r[4]) for r in await cur.fetchall()]
+    return [CounterRow(r[0], tuple(r[1:-1]), r[-1]) for r in await cur.fetchall()]
 
 
 async def prune_applied_events(conn: AsyncConnection, before_epoch: float, limit: int) -> int:

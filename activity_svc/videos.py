@@ -8,8 +8,9 @@ likes on one video costs a few calls, not one per like, and an answer never pred
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -23,6 +24,7 @@ _WITHOUT_COUNTS = FieldMask(
     paths=[f.name for f in common_pb2.Video.DESCRIPTOR.fields if f.name not in VIDEO_FIELDS]
 )
 _REF = FieldMask(paths=["video_id", "creator_id"])
+_DURATION = FieldMask(paths=["video_id", "duration_ms"])
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,25 @@ class VideoDirectory:
         self.upload = upload
         self.timeout = timeout
         self._refs: BatchLoader[str, VideoRef] = BatchLoader(self._fetch_refs, max_in_flight=1)
+        self._durations: BatchLoader[str, int] = BatchLoader(self._fetch_durations, max_in_flight=1)
 
     async def live(self, video_id: uuid.UUID) -> VideoRef | None:
         """The video if it is published and not deleted, else None."""
         return await self._refs.load(str(video_id))
+
+    async def durations(self, video_ids: Collection[uuid.UUID]) -> dict[str, int]:
+        """The duration (ms) of each live video among ``video_ids``, by id; coalesced across
+        concurrent calls like ``live``."""
+        ids = [str(v) for v in video_ids]
+        found = await asyncio.gather(*(self._durations.load(i) for i in ids))
+        return {i: d for i, d in zip(ids, found, strict=True) if d is not None}
+
+    async def _fetch_durations(self, video_ids: list[str]) -> dict[str, int]:
+        reply = await self.upload.BatchGetVideos(
+            upload_pb2.BatchGetVideosRequest(video_ids=video_ids, read_mask=_DURATION),
+            timeout=self.timeout,
+        )
+        return {v.video_id: v.duration_ms for v in reply.videos}
 
     async def _fetch_refs(self, video_ids: list[str]) -> dict[str, VideoRef]:
         reply = await self.upload.BatchGetVideos(

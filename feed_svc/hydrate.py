@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from mesh import keys
 from mesh.breaker import FAST_READ_SECONDS, Breaker
 from mesh.interceptors import DEPENDENCY_ERRORS
-from readmodels.counters import VIDEO_FIELDS, VideoCountsSource
+from readmodels.counters import VIDEO_FIELDS, VideoCountsSource, set_video_counts
 from tiktok.v1 import common_pb2, upload_pb2, upload_pb2_grpc
 
 log = logging.getLogger("feed_svc.hydrate")
@@ -60,9 +60,7 @@ class Hydrator:
                 continue
             video = found[video_id] = common_pb2.Video.FromString(card)
             if counts is not None:
-                video.like_count, video.comment_count, video.favorite_count = (
-                    max(0, c) for c in counts
-                )
+                set_video_counts(video, counts)
                 counted.add(video_id)
         missing = [v for v in video_ids if v not in found]
         if missing:

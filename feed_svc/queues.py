@@ -129,7 +129,7 @@ local function answer(from_memo, joined, left, exists)
     n = n + 1
     reply[#reply + 1] = cards[n]
     reply[#reply + 1] = redis.call('HMGET', ARGV[8] .. id .. ARGV[9],
-                                   'like_count', 'comment_count', 'favorite_count')
+                                   'like_count', 'comment_count', 'favorite_count', 'view_count')
   end
   return reply
 end

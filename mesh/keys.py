@@ -58,6 +58,12 @@ def anonymous_feed_sessions(window: int) -> str:
     return f"anon:feedsessions:{window}"
 
 
+def view_seen(viewer: str, video_id: str) -> str:
+    """Marks that a signed-in viewer's play of a video was counted (10 minutes: the next one
+    within them is a repeat). Tagged by viewer: one call's marks live in one slot."""
+    return f"viewed:{{{viewer}}}:{video_id}"
+
+
 def signin_failures(handle: str) -> str:
     """Failed sign-ins for one handle in the current window (a counter with the window's TTL)."""
     return f"signin:fail:{handle}"

@@ -26,7 +26,7 @@ log = logging.getLogger("readmodels.counters")
 
 MIRROR_TTL_SECONDS = 7 * 24 * 3600
 
-VIDEO_FIELDS = ("like_count", "comment_count", "favorite_count")
+VIDEO_FIELDS = ("like_count", "comment_count", "favorite_count", "view_count")
 USER_FIELDS = ("follower_count", "following_count", "video_count")
 
 # KEYS[1]: the hash; ARGV[1]: version; ARGV[2]: ttl; ARGV[3..]: field, value, field, value ...
@@ -37,6 +37,13 @@ redis.call('HSET', KEYS[1], 'version', ARGV[1], unpack(ARGV, 3))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+
+
+def set_video_counts(video: common_pb2.Video, values: Sequence[int]) -> None:
+    """Puts counts (in VIDEO_FIELDS order) on a Video; a count below zero (a delete applied
+    before its create, for a moment) shows as 0."""
+    for name, value in zip(VIDEO_FIELDS, values, strict=False):
+        setattr(video, name, max(0, value))
 
 
 @dataclass(frozen=True)
@@ -133,8 +140,8 @@ class VideoCountsSource:
                 log.warning("video counts unavailable, serving zeros: %s", e.code().name)
                 break
             for c in reply.counts:
-                found[c.video_id] = (c.like_count, c.comment_count, c.favorite_count)
+                found[c.video_id] = tuple(getattr(c, name) for name in VIDEO_FIELDS)
         for video in videos:
             counts = found.get(video.video_id)
             if counts is not None:
-                video.like_count, video.comment_count, video.favorite_count = counts
+                set_video_counts(video, counts)

@@ -23,7 +23,7 @@ def test_public_and_anonymous_methods_match_the_design_table() -> None:
     routes = _routes()
     anonymous = {name for name, r in routes.items() if r.anonymous}
     assert anonymous == {
-        "CreateUser", "CreateSession", "RefreshSession", "GetUser", "ListFollowers",
+        "CreateUser", "CreateSession", "RefreshSession", "RecordViews", "GetUser", "ListFollowers",
         "ListFollowing", "ListLikedVideos", "ListComments", "GetVideo", "ListUserVideos",
         "GetFeed",
     }  # fmt: skip

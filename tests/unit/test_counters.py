@@ -28,7 +28,7 @@ def test_creates_and_deletes_of_one_batch_sum_per_counted_row() -> None:
             new_event("follow.created", A, follow=follow),
         ]
     )
-    assert deltas.videos == {uuid.UUID(V): [1, 1, 1]}
+    assert deltas.videos == {uuid.UUID(V): [1, 1, 1, 0, 0, 0]}
     assert deltas.users == {uuid.UUID(B): [1, 0, 0], uuid.UUID(A): [0, 1, 0]}
 
 
@@ -36,7 +36,7 @@ def test_publishing_counts_a_video_for_its_creator_and_starts_its_counters_at_ze
     published = events_pb2.VideoPublished(video_id=V, creator_id=A)
     deltas = deltas_of([new_event("video.published", V, video_published=published)])
     assert deltas.users == {uuid.UUID(A): [0, 0, 1]}
-    assert deltas.videos == {uuid.UUID(V): [0, 0, 0]}  # a row to mirror before the first like
+    assert deltas.videos == {uuid.UUID(V): [0] * 6}  # a row to mirror before the first like
     deleted = events_pb2.VideoDeleted(video_id=V, creator_id=A)
     assert deltas_of([new_event("video.deleted", V, video_deleted=deleted)]).users == {
         uuid.UUID(A): [0, 0, -1]
@@ -61,3 +61,23 @@ def test_entries_that_are_not_events_are_skipped_not_fatal() -> None:
 def test_verbs_it_does_not_know_count_nothing_even_with_a_known_payload() -> None:
     reported = new_event("like.reported", V, like=events_pb2.LikeChanged(user_id=A, video_id=V))
     assert not deltas_of([reported]).videos
+
+
+def test_plays_add_views_watch_time_and_completions_per_video() -> None:
+    other = str(uuid.uuid4())
+    plays = events_pb2.ViewsRecorded(
+        plays=[
+            events_pb2.Play(video_id=V, watched_ms=3000, completed=True),
+            events_pb2.Play(video_id=V, watched_ms=1500),
+            events_pb2.Play(video_id=other, watched_ms=2000),
+        ]
+    )
+    deltas = deltas_of([new_event("views.recorded", A, views=plays)])
+    # like, comment, favorite, view, watch_ms, completion
+    assert deltas.videos == {
+        uuid.UUID(V): [0, 0, 0, 2, 4500, 1],
+        uuid.UUID(other): [0, 0, 0, 1, 2000, 0],
+    }
+    bad = events_pb2.ViewsRecorded(plays=[events_pb2.Play(video_id="nope", watched_ms=1)])
+    event = new_event("views.recorded", A, views=bad)
+    assert parse_entry({b"event": event.SerializeToString()}) is None
