@@ -39,6 +39,7 @@ bench: $(VENV)/.installed $(VENV)/.bench $(VENV)/.system $(VENV)/.loadgen gen/.s
 	$(PY) -m bench.media
 	$(PY) -m bench.feed
 	$(PY) -m bench.security
+	$(PY) -m bench.views
 
 $(VENV)/.bench: $(VENV)/.installed requirements-bench.lock
 	$(BIN)/pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements-bench.lock

@@ -117,18 +117,20 @@ async def _like_load(
 
 
 class MirrorPoller:
-    """Polls the hot video's mirrored like_count every millisecond: (monotonic time, count)."""
+    """Polls a video's mirrored count (``field``, like_count by default) every millisecond:
+    (monotonic time, count)."""
 
-    def __init__(self, redis_url: str, video_id: str) -> None:
+    def __init__(self, redis_url: str, video_id: str, field: str = "like_count") -> None:
         self.client = redis.Redis.from_url(redis_url)
         self.key = keys.video_counts(video_id)
+        self.field = field
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            value = self.client.hget(self.key, "like_count")
+            value = self.client.hget(self.key, self.field)
             self.samples.append((time.monotonic(), int(value or 0)))
             self._stop.wait(0.001)
 
@@ -142,12 +144,15 @@ class MirrorPoller:
         self.client.close()
 
 
-def convergence_ms(acks: list[float], samples: list[tuple[float, int]], base: int) -> list[float]:
-    """For the i-th acknowledgement, the time until the mirror showed base + i likes."""
+def convergence_ms(
+    acks: list[float], samples: list[tuple[float, int]], base: int, step: int = 1
+) -> list[float]:
+    """For the i-th acknowledgement (each adding ``step``), the time until the mirror showed
+    base + step·i."""
     out = []
     j = 0
     for i, acked in enumerate(sorted(acks), start=1):
-        while j < len(samples) and samples[j][1] < base + i:
+        while j < len(samples) and samples[j][1] < base + step * i:
             j += 1
         if j == len(samples):
             break

@@ -26,13 +26,28 @@ RANKING_SIZE = 3 * QUEUE_SIZE  # the global ranking personal for-you queues are 
 PER_FOLLOWEE = 20  # the newest videos of one followee a following queue takes at most
 MAX_PER_CREATOR = 2  # videos of one creator in one for-you page
 
-# Trending: recent videos ranked by engagement with time decay (a Hacker-News-style gravity):
-# (1 + likes + 2·comments + 3·favorites) / (age in hours + 2)^1.5. Over upload.videos ``v``
-# left-joined with activity.video_counters ``c``.
+# Trending: recent videos ranked by engagement, weighted by how well they hold viewers, with
+# time decay (a Hacker-News-style gravity):
+#
+#   (1 + likes + 2·comments + 3·favorites + minutes watched)
+#     × (0.5 + smoothed completion rate) / (age in hours + 2)^1.5
+#
+# The completion rate is Bayesian-smoothed: (completions + PRIOR_PLAYS·PRIOR_COMPLETION) /
+# (plays + PRIOR_PLAYS), i.e. every video starts with 20 imaginary plays completing at 30 %, so
+# three plays that all completed (0.39) do not outrank three thousand that mostly did (~0.9),
+# and a new video is neither buried nor boosted before it has plays. The factor ranges 0.5-1.5:
+# holding viewers can triple a video's score against one everybody swipes away, but it scales
+# engagement rather than replacing it. Minutes watched add plays to engagement at the weight of
+# a like per minute. Over upload.videos ``v`` left-joined with activity.video_counters ``c``.
+PRIOR_PLAYS = 20
+PRIOR_COMPLETION = 0.3
 TRENDING_SCORE_SQL = (
     "(1 + greatest(coalesce(c.like_count, 0), 0)"
     " + 2 * greatest(coalesce(c.comment_count, 0), 0)"
-    " + 3 * greatest(coalesce(c.favorite_count, 0), 0))"
+    " + 3 * greatest(coalesce(c.favorite_count, 0), 0)"
+    " + greatest(coalesce(c.watch_ms, 0), 0) / 60000.0)"
+    f" * (0.5 + (greatest(coalesce(c.completion_count, 0), 0) + {PRIOR_PLAYS * PRIOR_COMPLETION})"
+    f" / (greatest(coalesce(c.view_count, 0), 0) + {PRIOR_PLAYS}))"
     " / power(extract(epoch FROM now() - v.created_at) / 3600 + 2, 1.5)"
 )
 AFFINITY = 0.5  # a liked creator's videos rank (1 + AFFINITY × likes, at most 5) higher

@@ -100,3 +100,33 @@ def test_acknowledged_plays_are_counted_exactly_once_across_a_restart(
         stack.restart_service(name)
     eventually_count(edge, video["video_id"], 200, timeout=30)
     assert view_count(edge, video["video_id"]) == 200
+
+
+def _for_you_order(http: Http, wanted: set[str]) -> list[str]:
+    """The anonymous for-you feed (the global ranking), as far as it takes to find ``wanted``."""
+    order: list[str] = []
+    cursor = ""
+    for _ in range(30):
+        page = http.get(f"/v1/feed?kind=for_you&page_size=50&cursor={cursor}").json()
+        order += [v["video_id"] for v in page["items"]]
+        cursor = page["next_cursor"]
+        if wanted <= set(order) or not cursor:
+            break
+    return [v for v in order if v in wanted]
+
+
+def test_a_video_that_holds_viewers_outranks_one_with_equal_likes_swiped_away(
+    edge: Http,
+) -> None:
+    held = publish(edge, sign_up(edge, "creator"))  # the older of the two: decay favours the other
+    swiped = publish(edge, sign_up(edge, "creator"))
+    ids = {held["video_id"], swiped["video_id"]}
+    # equal likes (none) and equal watch time; only completion differs
+    assert views(edge, [play(held["video_id"], 2000, completed=True)] * 20).status == 200
+    assert views(edge, [play(swiped["video_id"], 2000, completed=False)] * 20).status == 200
+    eventually_count(edge, held["video_id"], 20)
+    eventually_count(edge, swiped["video_id"], 20)
+    # the builder re-ranks every 10 s
+    eventually(
+        lambda: _for_you_order(edge, ids) == [held["video_id"], swiped["video_id"]], timeout=30
+    )
