@@ -18,6 +18,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -53,14 +54,20 @@ class Deltas:
     videos: dict[uuid.UUID, list[int]] = field(
         default_factory=lambda: defaultdict(lambda: [0] * _WIDTH["video_counters"])
     )
+    # (viewer, video) → when: signed-in viewers' plays to the end
+    completions: dict[tuple[uuid.UUID, uuid.UUID], datetime] = field(default_factory=dict)
 
     def add(self, event: events_pb2.Event) -> None:
         if event.type == "views.recorded" and event.WhichOneof("payload") == "views":
+            viewer = uuid.UUID(event.views.viewer_id) if event.views.viewer_id else None
             for play in event.views.plays:
-                counts = self.videos[uuid.UUID(play.video_id)]
+                video = uuid.UUID(play.video_id)
+                counts = self.videos[video]
                 counts[VIEWS] += 1
                 counts[WATCH_MS] += max(0, play.watched_ms)
                 counts[COMPLETIONS] += int(play.completed)
+                if viewer is not None and play.completed:
+                    self.completions[(viewer, video)] = event.occurred_at.ToDatetime(UTC)
             return
         sign = _SIGNS.get(event.type.rpartition(".")[2])
         if sign is None:  # a type this consumer does not know counts nothing (events.proto)
@@ -132,6 +139,8 @@ class CounterConsumer:
                     if changes:
                         rows = await store.add_to_counters(conn, table, changes)
                         updated += [(table, r) for r in rows]
+                if deltas.completions:
+                    await store.record_completions(conn, deltas.completions)
                 if len(fresh) < len(by_id):
                     # a redelivery: its counts were committed, but maybe never mirrored
                     updated += await self._current_rows(

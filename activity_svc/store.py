@@ -473,6 +473,20 @@ async def counters_by_ids(
     return [CounterRow(r[0], tuple(r[1:-1]), r[-1]) for r in await cur.fetchall()]
 
 
+async def record_completions(
+    conn: AsyncConnection, completions: Mapping[tuple[uuid.UUID, uuid.UUID], datetime]
+) -> None:
+    """Records (viewer, video) plays to the end, keeping the latest time of each pair."""
+    pairs = sorted(completions)
+    await conn.execute(
+        "INSERT INTO completions (user_id, video_id, completed_at)"
+        " SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::timestamptz[])"
+        " ON CONFLICT (user_id, video_id)"
+        " DO UPDATE SET completed_at = greatest(completions.completed_at, excluded.completed_at)",
+        [[u for u, _ in pairs], [v for _, v in pairs], [completions[p] for p in pairs]],
+    )
+
+
 async def prune_applied_events(conn: AsyncConnection, before_epoch: float, limit: int) -> int:
     """Deletes up to ``limit`` ids applied before ``before_epoch`` (applied_events_by_time)."""
     cur = await conn.execute(

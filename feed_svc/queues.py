@@ -225,6 +225,7 @@ class FeedQueues:
         """Applies well-formed batches in order, in one pipeline; each at most once per user.
         Returns how many user queues were changed (not skipped as already applied)."""
         pipe = self.redis.pipeline(transaction=False)
+        applies: list[int] = []  # where the apply scripts' replies are among the pipeline's
         for batch in batches:
             kind = KIND_NAMES.get(batch.kind)
             if (
@@ -258,10 +259,17 @@ class FeedQueues:
                 batch_keys.append(keys.feed_queue(user_id, kind))
                 if with_creators:
                     batch_keys.append(keys.feed_creators(user_id, kind))
+            applies.append(len(pipe))
             await self._apply(keys=batch_keys, args=args, client=pipe)
+            if batch.seen_video_ids:
+                # a set add repeats harmlessly: outside the at-most-once marker
+                seen = keys.feed_seen(batch.user_id, kind)
+                pipe.sadd(seen, *batch.seen_video_ids)
+                pipe.expire(seen, SESSION_SECONDS)
         if not len(pipe):
             return 0
-        return sum(await pipe.execute())
+        replies = await pipe.execute()
+        return sum(replies[i] for i in applies)
 
     async def next_page(
         self,

@@ -81,6 +81,7 @@ class Builder:
             "video.deleted": self.purge_video,
             "follow.created": self.backfill,
             "follow.deleted": self.purge_followee,
+            "views.recorded": self.drop_completed,
         }.get(event.type)
         if handler is None:
             return
@@ -138,6 +139,19 @@ class Builder:
         if video_ids:
             await self._to_user(event, follow.follower_id, FOLLOWING, remove_video_ids=video_ids)
         return "purged"
+
+    async def drop_completed(self, event: events_pb2.Event) -> str:
+        """What a signed-in viewer played to the end leaves their for-you at once: out of their
+        queue, and marked served so the global queue they may read meanwhile skips it too."""
+        viewer = event.views.viewer_id
+        completed = list(dict.fromkeys(p.video_id for p in event.views.plays if p.completed))
+        if not viewer or not completed:
+            return "nothing_completed"
+        uuid.UUID(viewer)  # a malformed id is a ValueError: counted, nothing sent
+        await self._to_user(
+            event, viewer, FOR_YOU, remove_video_ids=completed, seen_video_ids=completed
+        )
+        return "completed_dropped"
 
     async def _to_user(
         self,
@@ -225,14 +239,15 @@ class Builder:
 
     async def build_for_you(self, user_id: str) -> None:
         """A user's own for-you queue: the global ranking with the creators they liked lately
-        ranked higher, without the videos they liked (seen) or their own. Reads skip what was
-        served already and keep creator diversity; the queue expires after a while, so it
-        follows the ranking."""
+        ranked higher, without the videos they liked or played to the end, or their own. Reads
+        skip what was served already and keep creator diversity; the queue expires after a
+        while, so it follows the ranking."""
         if not self.ranking:
             await self.refresh_trending()
         async with self.replica.connection() as conn:
             liked = await replica.recent_likes(conn, uuid.UUID(user_id), RECENT_LIKES)
-        personal = personal_ranking(self.ranking, user_id, liked)
+            completed = await replica.recent_completions(conn, uuid.UUID(user_id), QUEUE_SIZE)
+        personal = personal_ranking(self.ranking, user_id, liked, completed)
         await self._send_for_you(user_id, personal[:QUEUE_SIZE])
 
     async def _send_for_you(self, user_id: str, ranked: list[Ranked]) -> None:

@@ -69,18 +69,21 @@ class QueuedVideo:
 
 
 def personal_ranking(
-    ranking: Iterable[Ranked], user_id: str, liked: Sequence[tuple[str, str]]
+    ranking: Iterable[Ranked],
+    user_id: str,
+    liked: Sequence[tuple[str, str]],
+    completed: Iterable[str] = (),
 ) -> list[Ranked]:
     """A user's for-you order: the global ranking with the creators of their recent likes
     (``liked``: (video_id, creator_id), newest first) ranked higher, without the videos they
-    liked (seen) or their own."""
+    liked or played to the end (``completed``: video ids), or their own."""
     affinity = collections.Counter(creator for _, creator in liked)
-    liked_ids = {video for video, _ in liked}
+    done = {video for video, _ in liked} | set(completed)
     return sorted(
         (
             (video, creator, score * (1 + AFFINITY * min(affinity[creator], MAX_AFFINITY_LIKES)))
             for video, creator, score in ranking
-            if video not in liked_ids and creator != user_id
+            if video not in done and creator != user_id
         ),
         key=lambda e: e[2],
         reverse=True,

@@ -24,6 +24,7 @@ class Activity:
     likes = "activity.likes"  # (user_id, video_id, seq)
     user_counters = "activity.user_counters"  # (user_id, follower_count, ...)
     video_counters = "activity.video_counters"  # (video_id, like_count, ...)
+    completions = "activity.completions"  # (user_id, video_id, completed_at)
 
 
 class Upload:
@@ -107,6 +108,16 @@ async def video_ids_of(conn: AsyncConnection, creator_id: uuid.UUID, limit: int)
         [creator_id, limit],
     )
     return [str(r[0]) for r in await cur.fetchall()]
+
+
+async def recent_completions(conn: AsyncConnection, user_id: uuid.UUID, limit: int) -> list[str]:
+    """The videos ``user_id`` last played to the end, newest first (completions' key)."""
+    cur = await conn.execute(
+        f"SELECT video_id::text FROM {Activity.completions}"
+        " WHERE user_id = %s ORDER BY completed_at DESC LIMIT %s",
+        [user_id, limit],
+    )
+    return [r[0] for r in await cur.fetchall()]
 
 
 async def recent_likes(

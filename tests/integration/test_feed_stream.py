@@ -129,3 +129,21 @@ def test_a_batch_larger_than_a_queue_keeps_its_best_entries(
     kept = queue(queues, user)
     assert len(kept) == 500
     assert kept[0] == "v9999" and kept[-1] == "v9500"
+
+
+def test_seen_ids_join_what_the_users_feed_has_served_and_leave_the_queue(
+    internal_channel: grpc.Channel, queues: redis.Redis
+) -> None:
+    user = str(uuid.uuid4())
+    for_you = feed_pb2.FEED_KIND_FOR_YOU
+    build = feed_pb2.FeedBatch(
+        batch_id="fy1", user_id=user, kind=for_you, replace=True,
+        add=[entry("a", 2, "c1"), entry("b", 1, "c2")],
+    )  # fmt: skip
+    done = feed_pb2.FeedBatch(
+        batch_id="fy2", user_id=user, kind=for_you, remove_video_ids=["a"], seen_video_ids=["a"]
+    )
+    assert send(internal_channel, [build, done, done]) == ["fy1", "fy2", "fy2"]
+    assert queues.zrevrange(keys.feed_queue(user, "for_you"), 0, -1) == ["b"]
+    seen = keys.feed_seen(user, "for_you")
+    assert queues.smembers(seen) == {"a"} and 0 < queues.ttl(seen) <= 3600

@@ -3,8 +3,11 @@ converge exactly, across a restart of every counting instance."""
 
 from __future__ import annotations
 
+import redis
+
+from mesh import keys
 from stack.launcher import Stack
-from tests.helpers import UNKNOWN_ID, Http, eventually, in_parallel, sign_up
+from tests.helpers import UNKNOWN_ID, Http, eventually, in_parallel, random_address, sign_up
 from tests.videos import publish
 
 
@@ -103,11 +106,15 @@ def test_acknowledged_plays_are_counted_exactly_once_across_a_restart(
 
 
 def _for_you_order(http: Http, wanted: set[str]) -> list[str]:
-    """The anonymous for-you feed (the global ranking), as far as it takes to find ``wanted``."""
+    """The anonymous for-you feed (the global ranking), as far as it takes to find ``wanted``;
+    each walk a new anonymous reader (a client address of its own: polling this is many calls)."""
+    http.client_address = random_address()
     order: list[str] = []
     cursor = ""
     for _ in range(30):
-        page = http.get(f"/v1/feed?kind=for_you&page_size=50&cursor={cursor}").json()
+        r = http.get(f"/v1/feed?kind=for_you&page_size=50&cursor={cursor}")
+        assert r.status == 200, r.body
+        page = r.json()
         order += [v["video_id"] for v in page["items"]]
         cursor = page["next_cursor"]
         if wanted <= set(order) or not cursor:
@@ -128,5 +135,33 @@ def test_a_video_that_holds_viewers_outranks_one_with_equal_likes_swiped_away(
     eventually_count(edge, swiped["video_id"], 20)
     # the builder re-ranks every 10 s
     eventually(
-        lambda: _for_you_order(edge, ids) == [held["video_id"], swiped["video_id"]], timeout=30
+        lambda: _for_you_order(edge, ids) == [held["video_id"], swiped["video_id"]],
+        timeout=30,
+        interval=0.5,
     )
+
+
+def test_a_video_a_reader_played_to_the_end_leaves_their_for_you(edge: Http, stack: Stack) -> None:
+    done, other = publish(edge, sign_up(edge, "creator")), publish(edge, sign_up(edge, "creator"))
+    ids = {done["video_id"], other["video_id"]}
+    eventually(lambda: set(_for_you_order(edge, ids)) == ids, timeout=30, interval=0.5)
+    reader = sign_up(edge, "reader")
+    assert views(edge, [play(done["video_id"], completed=True)], token=reader.token).status == 200
+    client = redis.Redis.from_url(stack.settings.redis_url)
+    try:  # the builder has passed it on (it marks the video served in the reader's for-you)
+        seen = keys.feed_seen(reader.user_id, "for_you")
+        eventually(lambda: client.sismember(seen, done["video_id"]), timeout=10)
+    finally:
+        client.close()
+    served: list[str] = []
+    cursor = ""
+    for _ in range(30):
+        page = edge.get(
+            f"/v1/feed?kind=for_you&page_size=50&cursor={cursor}", token=reader.token
+        ).json()
+        served += [v["video_id"] for v in page["items"]]
+        cursor = page["next_cursor"]
+        if other["video_id"] in served or not cursor:
+            break
+    assert other["video_id"] in served
+    assert done["video_id"] not in served

@@ -72,3 +72,12 @@ def test_a_full_for_you_queue_does_not_refuse_following_builds(
         assert queue.request("d", FOLLOWING)
 
     asyncio.run(main())
+
+
+def test_a_personal_ranking_leaves_out_what_the_user_liked_completed_or_made() -> None:
+    from readmodels.feed import personal_ranking
+
+    ranking = [("v1", "c1", 5.0), ("v2", "c2", 4.0), ("v3", "me", 3.0), ("v4", "c1", 2.0)]
+    personal = personal_ranking(ranking, "me", liked=[("v1", "c1")], completed=["v2"])
+    assert [v for v, _, _ in personal] == ["v4"]  # and c1's other video ranks higher for it
+    assert personal[0][2] > 2.0
