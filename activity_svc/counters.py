@@ -39,7 +39,7 @@ PRUNE_BATCH = 10_000
 _SIGNS = {"created": 1, "deleted": -1, "published": 1}
 
 # counts in the column order of user_counters and video_counters (store.COUNTER_COLUMNS)
-FOLLOWERS, FOLLOWING, VIDEOS = 0, 1, 2
+FOLLOWERS, FOLLOWING, VIDEOS, TOTAL_VIEWS = 0, 1, 2, 3
 LIKES, COMMENTS, FAVORITES, VIEWS, WATCH_MS, COMPLETIONS = 0, 1, 2, 3, 4, 5
 _WIDTH = {table: len(columns[1]) for table, columns in store.COUNTER_COLUMNS.items()}
 
@@ -66,6 +66,8 @@ class Deltas:
                 counts[VIEWS] += 1
                 counts[WATCH_MS] += max(0, play.watched_ms)
                 counts[COMPLETIONS] += int(play.completed)
+                if play.creator_id:
+                    self.users[uuid.UUID(play.creator_id)][TOTAL_VIEWS] += 1
                 if viewer is not None and play.completed:
                     self.completions[(viewer, video)] = event.occurred_at.ToDatetime(UTC)
             return

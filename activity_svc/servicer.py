@@ -55,6 +55,7 @@ def user_message(row: store.UserRow | store.UserView) -> common_pb2.User:
         user.follower_count = row.follower_count
         user.following_count = row.following_count
         user.video_count = row.video_count
+        user.view_count = row.view_count
     return user
 
 

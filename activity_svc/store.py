@@ -162,6 +162,7 @@ class UserView:
     follower_count: int
     following_count: int
     video_count: int
+    view_count: int
 
 
 # counts may dip below zero for a moment when a delete's event is applied before its create's
@@ -169,7 +170,8 @@ _USER_VIEW = (
     "u.user_id, u.handle, u.display_name, u.created_at,"
     " greatest(coalesce(c.follower_count, 0), 0) AS follower_count,"
     " greatest(coalesce(c.following_count, 0), 0) AS following_count,"
-    " greatest(coalesce(c.video_count, 0), 0) AS video_count"
+    " greatest(coalesce(c.video_count, 0), 0) AS video_count,"
+    " greatest(coalesce(c.view_count, 0), 0) AS view_count"
 )
 _USERS_WITH_COUNTS = "users u LEFT JOIN user_counters c USING (user_id)"
 

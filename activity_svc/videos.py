@@ -24,7 +24,7 @@ _WITHOUT_COUNTS = FieldMask(
     paths=[f.name for f in common_pb2.Video.DESCRIPTOR.fields if f.name not in VIDEO_FIELDS]
 )
 _REF = FieldMask(paths=["video_id", "creator_id"])
-_DURATION = FieldMask(paths=["video_id", "duration_ms"])
+_PLAYED = FieldMask(paths=["video_id", "creator_id", "duration_ms"])
 
 
 @dataclass(frozen=True)
@@ -35,30 +35,40 @@ class VideoRef:
     creator_id: str
 
 
+@dataclass(frozen=True)
+class PlayedVideo:
+    """A live video as counting a play of it needs it."""
+
+    creator_id: str
+    duration_ms: int
+
+
 class VideoDirectory:
     def __init__(self, upload: upload_pb2_grpc.UploadServiceAsyncStub, *, timeout: float = 2.0):
         self.upload = upload
         self.timeout = timeout
         self._refs: BatchLoader[str, VideoRef] = BatchLoader(self._fetch_refs, max_in_flight=1)
-        self._durations: BatchLoader[str, int] = BatchLoader(self._fetch_durations, max_in_flight=1)
+        self._played: BatchLoader[str, PlayedVideo] = BatchLoader(
+            self._fetch_played, max_in_flight=1
+        )
 
     async def live(self, video_id: uuid.UUID) -> VideoRef | None:
         """The video if it is published and not deleted, else None."""
         return await self._refs.load(str(video_id))
 
-    async def durations(self, video_ids: Collection[uuid.UUID]) -> dict[str, int]:
-        """The duration (ms) of each live video among ``video_ids``, by id; coalesced across
-        concurrent calls like ``live``."""
+    async def played(self, video_ids: Collection[uuid.UUID]) -> dict[str, PlayedVideo]:
+        """What counting a play needs of each live video among ``video_ids``, by id;
+        coalesced across concurrent calls like ``live``."""
         ids = [str(v) for v in video_ids]
-        found = await asyncio.gather(*(self._durations.load(i) for i in ids))
-        return {i: d for i, d in zip(ids, found, strict=True) if d is not None}
+        found = await asyncio.gather(*(self._played.load(i) for i in ids))
+        return {i: v for i, v in zip(ids, found, strict=True) if v is not None}
 
-    async def _fetch_durations(self, video_ids: list[str]) -> dict[str, int]:
+    async def _fetch_played(self, video_ids: list[str]) -> dict[str, PlayedVideo]:
         reply = await self.upload.BatchGetVideos(
-            upload_pb2.BatchGetVideosRequest(video_ids=video_ids, read_mask=_DURATION),
+            upload_pb2.BatchGetVideosRequest(video_ids=video_ids, read_mask=_PLAYED),
             timeout=self.timeout,
         )
-        return {v.video_id: v.duration_ms for v in reply.videos}
+        return {v.video_id: PlayedVideo(v.creator_id, v.duration_ms) for v in reply.videos}
 
     async def _fetch_refs(self, video_ids: list[str]) -> dict[str, VideoRef]:
         reply = await self.upload.BatchGetVideos(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -23,6 +23,7 @@ from google.protobuf import empty_pb2
 from prometheus_client import Counter
 
 from activity_svc.servicer import ServicerBase
+from activity_svc.videos import PlayedVideo
 from mesh import keys
 from mesh.auth import caller_id
 from mesh.errors import InvalidArgument
@@ -108,11 +109,11 @@ class ViewRpcs(ServicerBase):
         except InvalidArgument:
             PLAYS.labels("rejected").inc(len(request.views))
             raise
-        durations = await self.videos.durations({p.video_id for p in plays})
-        live = [p for p in plays if str(p.video_id) in durations]
+        videos = await self.videos.played({p.video_id for p in plays})
+        live = [p for p in plays if str(p.video_id) in videos]
         for play in live:
             try:
-                check_length(play, durations[str(play.video_id)])
+                check_length(play, videos[str(play.video_id)].duration_ms)
             except InvalidArgument:
                 PLAYS.labels("rejected").inc(len(plays))
                 raise
@@ -126,7 +127,7 @@ class ViewRpcs(ServicerBase):
             counted = first
         if counted:
             try:
-                await self._queue(viewer, counted)
+                await self._queue(viewer, counted, videos)
             except BaseException:
                 if viewer is not None:
                     await asyncio.shield(self.view_dedup.forget(viewer, counted))
@@ -134,12 +135,17 @@ class ViewRpcs(ServicerBase):
         PLAYS.labels("accepted").inc(len(counted))
         return empty_pb2.Empty()
 
-    async def _queue(self, viewer: str | None, plays: list[Play]) -> None:
+    async def _queue(
+        self, viewer: str | None, plays: list[Play], videos: Mapping[str, PlayedVideo]
+    ) -> None:
         recorded = events_pb2.ViewsRecorded(
             viewer_id=viewer or "",
             plays=[
                 events_pb2.Play(
-                    video_id=str(p.video_id), watched_ms=p.watched_ms, completed=p.completed
+                    video_id=str(p.video_id),
+                    watched_ms=p.watched_ms,
+                    completed=p.completed,
+                    creator_id=videos[str(p.video_id)].creator_id,
                 )
                 for p in plays
             ],

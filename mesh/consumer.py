@@ -20,6 +20,7 @@ from typing import cast
 import redis.asyncio as aioredis
 import redis.exceptions
 from google.protobuf.message import DecodeError
+from prometheus_client import Counter, Gauge
 
 from mesh import keys
 from mesh.interceptors import DEPENDENCY_ERRORS
@@ -29,6 +30,23 @@ log = logging.getLogger("mesh.consumer")
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]  # (stream id, fields; None when trimmed away)
 Handler = Callable[[Sequence[Entry]], Awaitable[None]]
+
+
+LAG = Gauge(
+    "events_consumer_lag_seconds",
+    "Age of the newest stream entry this consumer has handled and acknowledged, at that moment:"
+    " how far behind the writes its group's effects are (counters, feeds).",
+    ["group"],
+)
+HANDLED = Counter(
+    "events_consumer_entries_total", "Stream entries handled and acknowledged.", ["group"]
+)
+
+
+def lag_seconds(entry_id: bytes | str, now: float) -> float:
+    """How old a stream entry is: its id starts with the milliseconds it was added at."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return max(0.0, now - int(text.split("-", 1)[0]) / 1000)
 
 
 def parse_event(fields: dict[bytes, bytes] | None) -> events_pb2.Event | None:
@@ -95,6 +113,8 @@ class GroupConsumer:
                 await self.redis.xack(
                     keys.EVENTS_STREAM, self.group, *[entry_id for entry_id, _ in entries]
                 )
+                LAG.labels(self.group).set(lag_seconds(entries[-1][0], time.time()))
+                HANDLED.labels(self.group).inc(len(entries))
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise

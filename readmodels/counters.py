@@ -27,7 +27,7 @@ log = logging.getLogger("readmodels.counters")
 MIRROR_TTL_SECONDS = 7 * 24 * 3600
 
 VIDEO_FIELDS = ("like_count", "comment_count", "favorite_count", "view_count")
-USER_FIELDS = ("follower_count", "following_count", "video_count")
+USER_FIELDS = ("follower_count", "following_count", "video_count", "view_count")
 
 # KEYS[1]: the hash; ARGV[1]: version; ARGV[2]: ttl; ARGV[3..]: field, value, field, value ...
 _SET_IF_NEWER = """

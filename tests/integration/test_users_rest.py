@@ -12,7 +12,7 @@ from tests.helpers import Http, sign_up, unique_handle
 
 USER_FIELDS = {
     "user_id", "handle", "display_name", "follower_count", "following_count", "video_count",
-    "created_at",
+    "view_count", "created_at",
 }  # fmt: skip
 
 

@@ -39,6 +39,10 @@ def test_plays_from_several_viewers_converge_and_show_everywhere(edge: Http) -> 
     eventually_count(edge, video["video_id"], 5)
     listed = edge.get(f"/v1/users/{creator.user_id}/videos").json()["videos"]
     assert int(listed[0]["view_count"]) == 5
+    # the creator's total over all their videos
+    second = publish(edge, creator)
+    assert views(edge, [play(second["video_id"])]).status == 200
+    eventually(lambda: int(edge.get(f"/v1/users/{creator.user_id}").json()["view_count"]) == 6)
 
 
 def test_a_signed_in_viewer_counts_once_per_video_per_ten_minutes(edge: Http) -> None:

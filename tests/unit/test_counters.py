@@ -29,17 +29,17 @@ def test_creates_and_deletes_of_one_batch_sum_per_counted_row() -> None:
         ]
     )
     assert deltas.videos == {uuid.UUID(V): [1, 1, 1, 0, 0, 0]}
-    assert deltas.users == {uuid.UUID(B): [1, 0, 0], uuid.UUID(A): [0, 1, 0]}
+    assert deltas.users == {uuid.UUID(B): [1, 0, 0, 0], uuid.UUID(A): [0, 1, 0, 0]}
 
 
 def test_publishing_counts_a_video_for_its_creator_and_starts_its_counters_at_zero() -> None:
     published = events_pb2.VideoPublished(video_id=V, creator_id=A)
     deltas = deltas_of([new_event("video.published", V, video_published=published)])
-    assert deltas.users == {uuid.UUID(A): [0, 0, 1]}
+    assert deltas.users == {uuid.UUID(A): [0, 0, 1, 0]}
     assert deltas.videos == {uuid.UUID(V): [0] * 6}  # a row to mirror before the first like
     deleted = events_pb2.VideoDeleted(video_id=V, creator_id=A)
     assert deltas_of([new_event("video.deleted", V, video_deleted=deleted)]).users == {
-        uuid.UUID(A): [0, 0, -1]
+        uuid.UUID(A): [0, 0, -1, 0]
     }
 
 
@@ -67,9 +67,9 @@ def test_plays_add_views_watch_time_and_completions_per_video() -> None:
     other = str(uuid.uuid4())
     plays = events_pb2.ViewsRecorded(
         plays=[
-            events_pb2.Play(video_id=V, watched_ms=3000, completed=True),
-            events_pb2.Play(video_id=V, watched_ms=1500),
-            events_pb2.Play(video_id=other, watched_ms=2000),
+            events_pb2.Play(video_id=V, watched_ms=3000, completed=True, creator_id=B),
+            events_pb2.Play(video_id=V, watched_ms=1500, creator_id=B),
+            events_pb2.Play(video_id=other, watched_ms=2000, creator_id=B),
         ]
     )
     deltas = deltas_of([new_event("views.recorded", A, views=plays)])
@@ -78,6 +78,14 @@ def test_plays_add_views_watch_time_and_completions_per_video() -> None:
         uuid.UUID(V): [0, 0, 0, 2, 4500, 1],
         uuid.UUID(other): [0, 0, 0, 1, 2000, 0],
     }
+    assert deltas.users == {uuid.UUID(B): [0, 0, 0, 3]}  # the creator's total plays
     bad = events_pb2.ViewsRecorded(plays=[events_pb2.Play(video_id="nope", watched_ms=1)])
     event = new_event("views.recorded", A, views=bad)
     assert parse_entry({b"event": event.SerializeToString()}) is None
+
+
+def test_consumer_lag_is_the_age_of_the_entry_by_its_stream_id() -> None:
+    from mesh.consumer import lag_seconds
+
+    assert lag_seconds(b"1700000000000-3", 1700000001.5) == 1.5
+    assert lag_seconds("1700000002000-0", 1700000001.0) == 0.0  # clocks: never negative
