@@ -30,6 +30,8 @@ _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")  # token_urlsafe(32)
 SIGN_IN_AGAIN = "sign in again"
 # how long an ended session's row stays; its tokens answer "unknown" afterwards, still 401
 PRUNE_AFTER_SECONDS = 86400
+# how long a spent refresh token is remembered, for reuse detection
+SPENT_KEPT_SECONDS = 7 * 86400
 
 
 def new_refresh_token() -> tuple[str, bytes]:
@@ -102,6 +104,8 @@ class Sessions:
     async def prune(self) -> None:
         async with self.pool.connection() as conn:
             while await store.prune_sessions(conn, PRUNE_AFTER_SECONDS, 1000) == 1000:
+                pass
+            while await store.prune_spent_tokens(conn, SPENT_KEPT_SECONDS, 1000) == 1000:
                 pass
 
 

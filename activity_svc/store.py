@@ -138,6 +138,18 @@ async def revoke_session(
     )
 
 
+async def prune_spent_tokens(conn: AsyncConnection, keep_seconds: int, limit: int) -> int:
+    """Deletes up to ``limit`` refresh tokens spent more than ``keep_seconds`` ago, so a session
+    refreshed every 15 minutes for months does not pile up rows: a copy replayed after that is
+    refused as unknown (401) instead of also revoking the session."""
+    cur = await conn.execute(
+        "DELETE FROM refresh_tokens WHERE token_hash IN (SELECT token_hash FROM refresh_tokens"
+        " WHERE spent_at < now() - make_interval(secs => %s) LIMIT %s)",
+        [keep_seconds, limit],
+    )
+    return cur.rowcount
+
+
 async def prune_sessions(conn: AsyncConnection, keep_seconds: int, limit: int) -> int:
     """Deletes up to ``limit`` sessions (and their tokens) expired or revoked more than
     ``keep_seconds`` ago: their tokens are refused as unknown from then on."""

@@ -12,7 +12,6 @@ play survives any restart; the outbox relay and the counter consumer fold it int
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -77,6 +76,14 @@ def check_length(play: Play, duration_ms: int) -> None:
         )
 
 
+def _ended_or_not(play: Play, duration_ms: int) -> Play:
+    """A play claims ``completed`` only if it lasted about the whole video (within SLACK_MS):
+    a 1 s play flagged completed counts as a play, not a completion (the ranking uses them)."""
+    if play.completed and play.watched_ms < duration_ms - SLACK_MS:
+        return Play(play.index, play.video_id, play.watched_ms, False)
+    return play
+
+
 class ViewDedup:
     """A signed-in viewer's play counts once per video per 10 minutes."""
 
@@ -117,7 +124,11 @@ class ViewRpcs(ServicerBase):
             except InvalidArgument:
                 PLAYS.labels("rejected").inc(len(plays))
                 raise
-        counted = [p for p in live if p.watched_ms >= MIN_COUNTED_MS]
+        counted = [
+            _ended_or_not(p, videos[str(p.video_id)].duration_ms)
+            for p in live
+            if p.watched_ms >= MIN_COUNTED_MS
+        ]
         PLAYS.labels("skipped").inc(len(plays) - len(live))
         PLAYS.labels("short").inc(len(live) - len(counted))
         viewer = caller_id(context)
@@ -128,9 +139,11 @@ class ViewRpcs(ServicerBase):
         if counted:
             try:
                 await self._queue(viewer, counted, videos)
-            except BaseException:
+            except Exception:
+                # the insert failed, so nothing was queued: the viewer's next play counts. (A
+                # cancellation is not unmarked: the insert may have committed.)
                 if viewer is not None:
-                    await asyncio.shield(self.view_dedup.forget(viewer, counted))
+                    await self.view_dedup.forget(viewer, counted)
                 raise
         PLAYS.labels("accepted").inc(len(counted))
         return empty_pb2.Empty()

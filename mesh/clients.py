@@ -14,7 +14,7 @@ from botocore.config import Config
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from mesh.pki import SERVICE_IDENTITIES
+from mesh.pki import INTERNAL_NAME, SERVICE_IDENTITIES
 from mesh.settings import Settings
 from mesh.tls import channel_credentials
 
@@ -78,8 +78,13 @@ def internal_channel(settings: Settings, service: str) -> grpc.aio.Channel:
     """A channel from ``service`` to the other services: the internal Envoy listener, which
     balances, health checks, retries and checks who may call what; never a hard-coded
     instance. Mutual TLS as ``service``'s identity unless MESH_TLS=0."""
-    options = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 0)]
+    options: list[tuple[str, int | str]] = [
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.enable_retries", 0),
+    ]
     if not settings.mesh_tls:
         return grpc.aio.insecure_channel(settings.internal_target, options=options)
     credentials = channel_credentials(settings.pki_dir, SERVICE_IDENTITIES[service])
+    # the listener proves it is the listener, not merely some mesh identity on that port
+    options.append(("grpc.ssl_target_name_override", INTERNAL_NAME))
     return grpc.aio.secure_channel(settings.internal_target, credentials, options=options)

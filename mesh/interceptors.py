@@ -86,18 +86,19 @@ class _Call:
         self.user_id = headers.get(USER_ID_HEADER) or None
         self.code = grpc.StatusCode.OK
         self.start = time.perf_counter()
+        # the user is named in logs only once the peer policy has said its headers count
         self._tokens = (
             request_id_var.set(self.request_id),
-            user_id_var.set(self.user_id),
-            user_headers_trusted.set(True),
+            user_id_var.set(None),
+            user_headers_trusted.set(False),
         )
 
     def admit(self) -> None:
         """Applies the peer policy (mutual TLS): refuses the call, or decides whether its user
         headers count. Raises PermissionDenied for fail() to map."""
-        if self.policy is not None and not self.policy.admit(self.method, self.context):
-            user_headers_trusted.set(False)
-            user_id_var.set(None)
+        if self.policy is None or self.policy.admit(self.method, self.context):
+            user_headers_trusted.set(True)
+            user_id_var.set(self.user_id)
 
     async def fail(self, exc: BaseException) -> None:
         """Aborts the RPC with the status ``exc`` maps to. Always raises."""

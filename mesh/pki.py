@@ -5,8 +5,10 @@ Under ``$DATA_DIR/pki/``: ``ca.pem`` and ``ca-key.pem`` (made once, ten years), 
 identity ``NAME.pem`` and ``NAME-key.pem``, issued afresh by every start of the stack (valid 30
 days; rotation is re-running). An identity is a SPIFFE ID in a URI SAN
 (``spiffe://tiktok.local/svc/activity``); certificates also name ``localhost`` and 127.0.0.1,
-so a tool that dials a local port verifies the server by the address it dialled. In production
-any SPIFFE-style CA can issue the same files.
+so a tool that dials a local port verifies the server by the address it dialled. Only servers
+(the services, the internal listener) get the serverAuth usage, and only the internal listener
+is named ``envoy-internal.tiktok.local``, the name services verify it by. In production any
+SPIFFE-style CA can issue the same files.
 """
 
 from __future__ import annotations
@@ -48,6 +50,12 @@ DEVELOPER = Identity("developer", "developer")
 # operators' bulk tools: the internal UploadVideo, on behalf of a user they name
 IMPORTER = Identity("importer", "tool/importer")
 IDENTITIES = (*SERVICE_IDENTITIES.values(), EDGE, INTERNAL, DEVELOPER, IMPORTER)
+# the identities that serve TLS (the others only connect): only their certificates may be
+# presented by a server, so a developer or importer key cannot pose as a service
+SERVERS = (*SERVICE_IDENTITIES.values(), INTERNAL)
+# the name services verify the internal listener by (grpc.ssl_target_name_override): only its
+# certificate carries it, so no other mesh identity can stand in for the listener
+INTERNAL_NAME = f"envoy-internal.{TRUST_DOMAIN}"
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,11 @@ def issue(pki_dir: Path, identity: Identity, days: int = LEAF_DAYS) -> Files:
         x509.DNSName("localhost"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
     ]
+    if identity == INTERNAL:
+        sans.append(x509.DNSName(INTERNAL_NAME))
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if identity in SERVERS:
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.name)]))
@@ -151,12 +164,7 @@ def issue(pki_dir: Path, identity: Identity, days: int = LEAF_DAYS) -> Files:
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
         )

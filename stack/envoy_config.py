@@ -42,6 +42,10 @@ INTERNAL_CALLERS: dict[str, tuple[pki.Identity, ...]] = {
     "/tiktok.v1.UploadService/UploadVideo": (pki.IMPORTER,),
 }
 
+# Methods whose credential is in the request, not the access token: an expired one sent along
+# must not make them 401 (the caller is anonymous to the services).
+TOKEN_IGNORED = ("/tiktok.v1.ActivityService/RefreshSession",)
+
 SIGN_IN_METHODS = (
     "/tiktok.v1.ActivityService/CreateUser",
     "/tiktok.v1.ActivityService/CreateSession",
@@ -60,6 +64,7 @@ class Route:
     streaming: bool
     sign_in: bool  # limited per client address by the sign-in bucket, not the anonymous one
     callers: tuple[str, ...]  # SPIFFE IDs allowed on the internal listener (INTERNAL_CALLERS)
+    token_ignored: bool  # the edge does not look at the access token at all (TOKEN_IGNORED)
 
 
 def _method_route(method: MethodDescriptor, cluster: str) -> Route:
@@ -76,6 +81,7 @@ def _method_route(method: MethodDescriptor, cluster: str) -> Route:
         streaming=method.client_streaming or method.server_streaming,
         sign_in=path in SIGN_IN_METHODS,
         callers=tuple(i.spiffe_id for i in INTERNAL_CALLERS.get(path, ())),
+        token_ignored=path in TOKEN_IGNORED,
     )
 
 

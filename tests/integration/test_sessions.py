@@ -139,3 +139,13 @@ def test_tokens_never_reach_the_logs(edge: Http, stack: Stack) -> None:
     for path in logs:
         text = path.read_text(errors="replace")
         assert not [s for s in secrets if s in text], path.name
+
+
+def test_refresh_works_with_an_expired_or_bad_access_token_sent_along(edge: Http) -> None:
+    session = _sign_up(edge)
+    for stale in ("not.a.jwt", session["access_token"] + "x"):
+        r = edge.post(
+            "/v1/sessions:refresh", {"refresh_token": session["refresh_token"]}, token=stale
+        )
+        assert r.status == 200, r.body
+        session = r.json()

@@ -45,3 +45,12 @@ def test_a_play_may_run_five_seconds_past_the_end_not_more() -> None:
     with pytest.raises(InvalidArgument) as e:
         check_length(Play(3, uuid.UUID(V), 15_001, False), 10_000)
     assert e.value.field == "views[3].watched_ms" and "10000 ms" in e.value.message
+
+
+def test_a_play_flagged_completed_must_have_lasted_about_the_whole_video() -> None:
+    from activity_svc.views import _ended_or_not
+
+    short = Play(0, uuid.UUID(V), 2_000, True)
+    assert not _ended_or_not(short, 60_000).completed  # a play, not a completion
+    assert _ended_or_not(Play(0, uuid.UUID(V), 56_000, True), 60_000).completed
+    assert _ended_or_not(short, 3_000).completed  # a short video's end is within the slack
