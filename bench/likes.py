@@ -160,6 +160,16 @@ def convergence_ms(
     return out
 
 
+def latency_summary(values: list[float]) -> dict:
+    """p50, p99 and max of latencies in ms, and how many there were."""
+    return {
+        "p50": round(percentile(values, 50), 1),
+        "p99": round(percentile(values, 99), 1),
+        "max": round(max(values), 1),
+        "samples": len(values),
+    }
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -220,12 +230,7 @@ def run(stack: Stack) -> dict:
         "hot_over_spread": round(hot / spread_rate, 2),
         "rounds": {k: [round(x, 1) for x in v] for k, v in rounds.items()},
         "errors": errors,
-        "convergence_ms_under_hot_load": {
-            "p50": round(percentile(converge, 50), 1),
-            "p99": round(percentile(converge, 99), 1),
-            "max": round(max(converge), 1),
-            "samples": len(converge),
-        },
+        "convergence_ms_under_hot_load": latency_summary(converge),
         "counts_exact": exact,
         "load": f"{WORKERS} processes x {IN_FLIGHT} in flight, gRPC through the edge",
     }

@@ -33,7 +33,7 @@ from bench.likes import (
     MirrorPoller,
     _like_worker,
     convergence_ms,
-    percentile,
+    latency_summary,
     seed_users,
     seed_videos,
 )
@@ -145,12 +145,7 @@ def run(stack: Stack) -> dict:
         "one_video_over_spread": round(hot / spread_rate, 2),
         "rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
         "errors": errors,
-        "ack_to_counted_ms_under_one_video_load": {
-            "p50": round(percentile(converge, 50), 1),
-            "p99": round(percentile(converge, 99), 1),
-            "max": round(max(converge), 1),
-            "samples": len(converge),
-        },
+        "ack_to_counted_ms_under_one_video_load": latency_summary(converge),
         "counts_exact": exact,
         "plays_acknowledged": sum(sent.values()),
         "load": f"{WORKERS} processes x {IN_FLIGHT} in flight, gRPC through the edge",
