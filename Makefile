@@ -6,16 +6,18 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 PROTOS := $(wildcard protos/tiktok/v1/*.proto)
 HLS_JS := cdn/node_modules/hls.js/dist/hls.min.js
+OPENAPI := gen/openapi.json
+PUBLIC_PROTOS := protos/tiktok/v1/activity.proto protos/tiktok/v1/upload.proto protos/tiktok/v1/feed.proto
 # Debian packages, installed when missing (needs root, as on CI and a fresh machine)
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 apt_install = if [ "$$(id -u)" != 0 ]; then echo "missing: $(1) (Debian: apt-get install $(1)); run make as root or install it" >&2; exit 1; fi; apt-get update -qq && $(APT_INSTALL) $(1)
 
 .PHONY: run test unit lint typecheck protos bench lock clean distclean
 
-run: $(VENV)/.installed gen/.stamp $(VENV)/.system $(HLS_JS)
+run: $(VENV)/.installed gen/.stamp $(OPENAPI) $(VENV)/.system $(HLS_JS)
 	$(PY) -m stack run
 
-test: lint typecheck gen/.stamp $(VENV)/.system $(VENV)/.browser $(HLS_JS)
+test: lint typecheck gen/.stamp $(OPENAPI) $(VENV)/.system $(VENV)/.browser $(HLS_JS)
 	$(PY) -m pytest
 
 unit: $(VENV)/.installed gen/.stamp
@@ -30,10 +32,10 @@ typecheck: $(VENV)/.installed gen/.stamp
 	$(BIN)/mypy --strict mesh readmodels
 	$(BIN)/mypy activity_svc upload_svc feed_svc precache_svc
 
-protos: gen/.stamp
+protos: gen/.stamp $(OPENAPI)
 
 # Benchmarks are not tests: each starts its own stack and writes bench/results/*.json.
-bench: $(VENV)/.installed $(VENV)/.bench $(VENV)/.system $(VENV)/.loadgen gen/.stamp
+bench: $(VENV)/.installed $(VENV)/.bench $(VENV)/.system $(VENV)/.loadgen gen/.stamp $(OPENAPI)
 	$(PY) -m bench.uploads
 	$(PY) -m bench.likes
 	$(PY) -m bench.media
@@ -82,6 +84,21 @@ gen/.stamp: $(VENV)/.installed $(PROTOS)
 	  --python_out=gen --grpc_python_out=gen --mypy_out=quiet:gen --mypy_grpc_out=quiet:gen \
 	  --include_imports --include_source_info --descriptor_set_out=gen/tiktok.pb \
 	  $(PROTOS)
+	touch $@
+
+# The OpenAPI 3 document the edge serves at /openapi.json: protoc-gen-swagger (Debian's
+# golang-grpc-gateway) from the public protos, swagger2openapi (npm, pinned by
+# tools/openapi/package-lock.json) to OpenAPI 3, then stack/openapi.py adds security and errors.
+$(OPENAPI): gen/.stamp $(VENV)/.openapi-tools stack/openapi.py stack/envoy_config.py
+	$(PY) -m grpc_tools.protoc -Iprotos --plugin=protoc-gen-swagger=$$(command -v protoc-gen-swagger) \
+	  --swagger_out=allow_merge=true,merge_file_name=api:gen $(PUBLIC_PROTOS)
+	tools/openapi/node_modules/.bin/swagger2openapi gen/api.swagger.json -o gen/openapi.v3.json
+	$(PY) -m stack.openapi gen/openapi.v3.json $@
+
+$(VENV)/.openapi-tools: tools/openapi/package.json tools/openapi/package-lock.json | $(VENV)/.installed
+	@command -v protoc-gen-swagger >/dev/null 2>&1 || { $(call apt_install,golang-grpc-gateway); }
+	@command -v npm >/dev/null 2>&1 || { $(call apt_install,npm); }
+	npm ci --prefix tools/openapi --no-audit --no-fund --loglevel=error
 	touch $@
 
 # The locks, from the direct pins in requirements*.txt: run after editing those. pip-tools lives

@@ -150,6 +150,7 @@ def render_envoy_configs(
         "instances": {s.name: topo.instances_of(s.name) for s in SERVICES},
         "jwks_path": str(jwks_path),
         "descriptor_path": str(descriptor_path),
+        "openapi_path": str(descriptor_path.parent / "openapi.json"),
         "jwt_issuer": settings.jwt_issuer,
         "jwt_audience": settings.jwt_audience,
         "log_dir": str(topo.data_dir / "logs"),

@@ -237,6 +237,8 @@ class Stack:
         )
 
     def _start_envoys(self) -> None:
+        if not (ROOT / "gen" / "openapi.json").exists():  # the edge serves it
+            raise FileNotFoundError("gen/openapi.json is missing: run `make protos`")
         configs = render_envoy_configs(
             self.topo, self.jwks_path, ROOT / "gen" / "tiktok.pb", self.settings
         )

@@ -1,0 +1,50 @@
+"""The API document the edge serves: generated from the protos, it names every public route
+of the contract with its method, and says which need the bearer token."""
+
+from __future__ import annotations
+
+import re
+
+from google.api import annotations_pb2
+
+from stack.envoy_config import contract_routes
+from tests.helpers import Http
+from tiktok.v1 import activity_pb2, feed_pb2, upload_pb2
+
+
+def _http_rules() -> dict[str, tuple[str, str]]:
+    """Each public method's (HTTP method, path template), read from the protos."""
+    rules = {}
+    for module in (activity_pb2, upload_pb2, feed_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                options = method.GetOptions()
+                if options.HasExtension(annotations_pb2.http):
+                    rule = options.Extensions[annotations_pb2.http]
+                    verb = rule.WhichOneof("pattern")
+                    rules[method.name] = (verb, re.sub(r"=[^}]*", "", getattr(rule, verb)))
+    return rules
+
+
+def test_the_edge_serves_an_openapi_3_document_of_every_public_route(edge: Http) -> None:
+    r = edge.get("/openapi.json")
+    assert r.status == 200 and r.headers["content-type"] == "application/json"
+    document = r.json()
+    assert document["openapi"].startswith("3.")
+    anonymous = {p.path.rsplit("/", 1)[1]: p.anonymous for p in contract_routes() if p.public}
+    rules = _http_rules()
+    assert set(rules) == set(anonymous)
+    for name, (verb, path) in rules.items():
+        operation = document["paths"][path][verb]
+        assert operation["operationId"] == name
+        assert operation["security"] == ([] if anonymous[name] else [{"bearer": []}]), name
+        assert {"400", "401", "429"} <= set(operation["responses"]), name
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    video = document["components"]["schemas"]["v1Video"]["properties"]
+    # proto field names; int64 as strings, as the transcoder prints them
+    assert video["view_count"] == {**video["view_count"], "type": "string", "format": "int64"}
+    assert video["created_at"]["format"] == "date-time"
+
+
+def test_the_document_is_not_writable(edge: Http) -> None:
+    assert edge.post("/openapi.json", {}).status == 404
