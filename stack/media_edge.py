@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "cdn" / "nginx.conf.j2"
 PLAYER_DIR = ROOT / "cdn" / "player"
 HLS_JS = ROOT / "cdn" / "node_modules" / "hls.js" / "dist" / "hls.min.js"
+DOCS_DIR = ROOT / "cdn" / "docs"
+SWAGGER_UI = ROOT / "cdn" / "node_modules" / "swagger-ui-dist"
 # nginx's workers drop root for this user; it owns the cache directory
 WORKER_USER = "nobody"
 KEYS_ZONE_MB = 16  # ~130,000 cached objects' keys
@@ -83,6 +85,8 @@ def render_media_edge_config(topo: Topology, settings: Settings) -> Path:
         bucket=settings.s3_bucket,
         player_dir=PLAYER_DIR,
         hls_js=HLS_JS,
+        docs_dir=DOCS_DIR,
+        swagger_ui=SWAGGER_UI,
     )
     path = state / "nginx.conf"
     path.write_text(text)
