@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from activity_svc.credentials import TokenIssuer
@@ -14,6 +16,8 @@ from mesh.jwtkeys import load_signing_key
 from mesh.settings import Settings
 from stack.launcher import Stack, ephemeral_env
 from stack.topology import Topology
+from tests.helpers import Http, SignedUpUser, sign_up
+from tests.videos import clip, publish
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -71,11 +75,45 @@ def wrk(url: str, seconds: int, connections: int, threads: int = 2, script: str 
     }
 
 
+@contextmanager
+def lua(text: str) -> Iterator[str]:
+    """A wrk script (Lua) in a temporary file, for ``wrk(..., script=path)``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(text)
+    try:
+        yield f.name
+    finally:
+        os.unlink(f.name)
+
+
 def _find(pattern: str, text: str) -> re.Match[str]:
     match = re.search(pattern, text)
     if match is None:
         raise RuntimeError(f"wrk output without {pattern!r}:\n{text}")
     return match
+
+
+def paced_feed_script(tokens: list[str]) -> str:
+    """~10 calls/s per connection, each connection one reader (round robin over tokens)."""
+    listed = ", ".join(json.dumps(t) for t in tokens)
+    return f"""
+local tokens = {{{listed}}}
+local i = 0
+function setup(thread) i = i + 1; thread:set("token", tokens[(i % #tokens) + 1]) end
+function init(args) wrk.headers["Authorization"] = "Bearer " .. token end
+function delay() return 100 end
+"""
+
+
+def readers_with_a_feed(edge: Http, count: int) -> list[SignedUpUser]:
+    """``count`` new readers following one new creator of 12 clips (a following feed to read)."""
+    creator = sign_up(edge, "creator")
+    for _ in range(12):
+        publish(edge, creator, clip())
+    readers = [sign_up(edge, "reader") for _ in range(count)]
+    for reader in readers:
+        edge.post("/v1/follows", {"followee_id": creator.user_id}, token=reader.token)
+    return readers
 
 
 # load generators' tokens belong to no stored session (they never refresh or sign out)

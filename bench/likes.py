@@ -21,6 +21,7 @@ import multiprocessing
 import statistics
 import threading
 import time
+from collections.abc import Mapping
 
 import grpc
 import psycopg
@@ -244,13 +245,18 @@ def check_exact(stack: Stack, hot_videos: list[str], spread: list[str]) -> bool:
                 "SELECT video_id::text, count(*) FROM activity.likes GROUP BY video_id"
             ).fetchall()
         )
+    wanted = {video_id: rows.get(video_id, 0) for video_id in hot_videos + spread[:50]}
+    return served_counts_equal(stack, "like_count", wanted)
+
+
+def served_counts_equal(stack: Stack, field: str, wanted: Mapping[str, int]) -> bool:
+    """Whether every video's served ``field`` reaches its wanted value within 30 s."""
     edge = Http(stack.topo.edge_port)
     try:
-        for video_id in hot_videos + spread[:50]:
-            want = str(rows.get(video_id, 0))
+        for video_id, want in wanted.items():
             eventually(
                 lambda video_id=video_id, want=want: (
-                    edge.get(f"/v1/videos/{video_id}").json()["like_count"] == want
+                    int(edge.get(f"/v1/videos/{video_id}").json()[field]) == want
                 ),
                 timeout=30,
             )

@@ -25,7 +25,15 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from bench.common import LOAD_ENV, RESULTS, run_on_own_stack, wrk
+from bench.common import (
+    LOAD_ENV,
+    RESULTS,
+    lua,
+    paced_feed_script,
+    readers_with_a_feed,
+    run_on_own_stack,
+    wrk,
+)
 from bench.uploads import publish_timed
 from mesh.clients import s3_client
 from stack.launcher import Stack
@@ -33,7 +41,6 @@ from stack.media_edge import cache_dir
 from stack.media_metrics import cache_bytes
 from stack.procs import process_tree, rss_bytes
 from tests.helpers import Http, sign_up
-from tests.videos import clip, publish
 from upload_svc.renditions import ffmpeg_binary
 
 CACHE_LIMIT = 128 * 1024 * 1024
@@ -266,31 +273,22 @@ def _state(edge: Http, video_id: str) -> str:
 
 
 def measure_feed_under_transcoding(stack: Stack, edge: Http, token: str) -> dict:
-    creator = sign_up(edge, "creator")
-    for _ in range(12):
-        publish(edge, creator, clip())
-    reader = sign_up(edge, "reader")
-    edge.post("/v1/follows", {"followee_id": creator.user_id}, token=reader.token)
+    reader = readers_with_a_feed(edge, 1)[0]
     source = source_clip_720p()
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        # 10 connections, each one call every 100 ms: ~100 calls/s
-        script.write(
-            f'wrk.headers["Authorization"] = "Bearer {reader.token}"\n'
-            "function delay() return 100 end\n"
-        )
     feed_url = f"http://127.0.0.1:{stack.topo.edge_port}/v1/feed?kind=following&page_size=10"
-    wrk(feed_url, 3, 10, 1, script.name)  # warm up
     idle, busy, transcodes = [], [], []
-    for _ in range(ROUNDS):
-        idle.append(wrk(feed_url, 10, 10, 1, script.name))
-        _, video = publish_timed(edge, token, source)
-        started = time.perf_counter()
-        busy.append(wrk(feed_url, 10, 10, 1, script.name))
-        while (state := _state(edge, video["video_id"])) == "VIDEO_STATE_PROCESSING":
-            time.sleep(0.2)
-        assert state == "VIDEO_STATE_READY", state
-        transcodes.append(time.perf_counter() - started)
-    os.unlink(script.name)
+    # 10 connections, each one call every 100 ms: ~100 calls/s
+    with lua(paced_feed_script([reader.token])) as script:
+        wrk(feed_url, 3, 10, 1, script)  # warm up
+        for _ in range(ROUNDS):
+            idle.append(wrk(feed_url, 10, 10, 1, script))
+            _, video = publish_timed(edge, token, source)
+            started = time.perf_counter()
+            busy.append(wrk(feed_url, 10, 10, 1, script))
+            while (state := _state(edge, video["video_id"])) == "VIDEO_STATE_PROCESSING":
+                time.sleep(0.2)
+            assert state == "VIDEO_STATE_READY", state
+            transcodes.append(time.perf_counter() - started)
     idle_p99 = statistics.median(r["p99_ms"] for r in idle)
     busy_p99 = statistics.median(r["p99_ms"] for r in busy)
     return {

@@ -16,31 +16,24 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import tempfile
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
-from bench.common import LOAD_ENV, RESULTS, run_on_own_stack, wrk
+from bench.common import (
+    LOAD_ENV,
+    RESULTS,
+    lua,
+    paced_feed_script,
+    readers_with_a_feed,
+    run_on_own_stack,
+    wrk,
+)
 from stack.launcher import Stack
 from tests.helpers import Http, SignedUpUser, sign_up
-from tests.videos import clip, publish
 
 ROUNDS = 3
 SECONDS = 10
-
-
-@contextmanager
-def lua(text: str) -> Iterator[str]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(text)
-    try:
-        yield f.name
-    finally:
-        os.unlink(f.name)
 
 
 def sign_in_script(handle: str, password: str) -> str:
@@ -68,28 +61,6 @@ end
 """
 
 
-def feed_script(tokens: list[str]) -> str:
-    """~10 calls/s per connection, each connection one reader (round robin over tokens)."""
-    listed = ", ".join(json.dumps(t) for t in tokens)
-    return f"""
-local tokens = {{{listed}}}
-local i = 0
-function setup(thread) i = i + 1; thread:set("token", tokens[(i % #tokens) + 1]) end
-function init(args) wrk.headers["Authorization"] = "Bearer " .. token end
-function delay() return 100 end
-"""
-
-
-def readers_with_a_feed(edge: Http, count: int) -> list[SignedUpUser]:
-    creator = sign_up(edge, "creator")
-    for _ in range(12):
-        publish(edge, creator, clip())
-    readers = [sign_up(edge, "reader") for _ in range(count)]
-    for reader in readers:
-        edge.post("/v1/follows", {"followee_id": creator.user_id}, token=reader.token)
-    return readers
-
-
 def measure_sign_ins(stack: Stack, user: SignedUpUser) -> dict:
     url = f"http://127.0.0.1:{stack.topo.edge_port}/v1/sessions"
     with lua(sign_in_script(user.handle, user.password)) as script:
@@ -110,7 +81,7 @@ def measure_feed_during_flood(stack: Stack, readers: list[SignedUpUser]) -> dict
     feed_url = f"{base}/v1/feed?kind=following&page_size=10"
     quiet, flooded, floods = [], [], []
     tokens = [r.token for r in readers]
-    with lua(feed_script(tokens)) as feed, lua(FLOOD) as flood, ThreadPoolExecutor(1) as pool:
+    with lua(paced_feed_script(tokens)) as feed, lua(FLOOD) as flood, ThreadPoolExecutor(1) as pool:
         wrk(feed_url, 3, 10, 1, feed)  # warm up
         for _ in range(ROUNDS):
             quiet.append(wrk(feed_url, SECONDS, 10, 1, feed))

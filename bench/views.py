@@ -36,9 +36,9 @@ from bench.likes import (
     latency_summary,
     seed_users,
     seed_videos,
+    served_counts_equal,
 )
 from stack.launcher import Stack
-from tests.helpers import Http, eventually
 from tiktok.v1 import activity_pb2, activity_pb2_grpc
 
 BATCH = 10
@@ -135,7 +135,7 @@ def run(stack: Stack) -> dict:
                 _, n = plays(pool, spread)
             rates["plays_spread"].append(n / ROUND_SECONDS)
 
-    exact = check_exact(stack, sent)
+    exact = served_counts_equal(stack, "view_count", sent)
     likes, hot, spread_rate = (statistics.median(rates[k]) for k in rates)
     return {
         "plays_per_s_batches_of_10": round(hot, 1),
@@ -150,24 +150,6 @@ def run(stack: Stack) -> dict:
         "plays_acknowledged": sum(sent.values()),
         "load": f"{WORKERS} processes x {IN_FLIGHT} in flight, gRPC through the edge",
     }
-
-
-def check_exact(stack: Stack, sent: collections.Counter[str]) -> bool:
-    """Every video's served view_count equals the plays acknowledged for it."""
-    edge = Http(stack.topo.edge_port)
-    try:
-        for video_id, want in sent.items():
-            eventually(
-                lambda video_id=video_id, want=want: (
-                    int(edge.get(f"/v1/videos/{video_id}").json()["view_count"]) == want
-                ),
-                timeout=30,
-            )
-    except AssertionError:
-        return False
-    finally:
-        edge.close()
-    return True
 
 
 if __name__ == "__main__":

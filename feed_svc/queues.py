@@ -18,6 +18,7 @@ from redis.commands.core import AsyncScript
 from feed_svc.hydrate import Hydration, hydration
 from mesh import keys
 from mesh.redismux import SharedConnection
+from readmodels.counters import VIDEO_FIELDS
 from readmodels.feed import (
     GLOBAL_FEED_USER,
     LEFT_ENOUGH,
@@ -128,8 +129,7 @@ local function answer(from_memo, joined, left, exists)
   for id in string.gmatch(joined, '[^,]+') do
     n = n + 1
     reply[#reply + 1] = cards[n]
-    reply[#reply + 1] = redis.call('HMGET', ARGV[8] .. id .. ARGV[9],
-                                   'like_count', 'comment_count', 'favorite_count', 'view_count')
+    reply[#reply + 1] = redis.call('HMGET', ARGV[8] .. id .. ARGV[9], {count_fields})
   end
   return reply
 end
@@ -177,7 +177,7 @@ redis.call('EXPIRE', KEYS[3], ARGV[2])
 -- a first page is never asked for again (no cursor points at it): no memo
 if ARGV[10] ~= '0' then redis.call('SET', KEYS[4], joined .. '|' .. left, 'EX', ARGV[2]) end
 return answer(0, joined, left, 1)
-"""
+""".replace("{count_fields}", ", ".join(f"'{name}'" for name in VIDEO_FIELDS))
 
 
 # KEYS: seen, page memo. ARGV: page size, session ttl, candidate ids (best first).

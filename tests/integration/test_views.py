@@ -109,21 +109,27 @@ def test_acknowledged_plays_are_counted_exactly_once_across_a_restart(
     assert view_count(edge, video["video_id"]) == 200
 
 
-def _for_you_order(http: Http, wanted: set[str]) -> list[str]:
-    """The anonymous for-you feed (the global ranking), as far as it takes to find ``wanted``;
-    each walk a new anonymous reader (a client address of its own: polling this is many calls)."""
-    http.client_address = random_address()
-    order: list[str] = []
+def _for_you_served(http: Http, until: set[str], token: str | None = None) -> list[str]:
+    """A for-you session's videos, page after page, until ``until`` were all served (or the
+    session ends)."""
+    served: list[str] = []
     cursor = ""
     for _ in range(30):
-        r = http.get(f"/v1/feed?kind=for_you&page_size=50&cursor={cursor}")
+        r = http.get(f"/v1/feed?kind=for_you&page_size=50&cursor={cursor}", token=token)
         assert r.status == 200, r.body
         page = r.json()
-        order += [v["video_id"] for v in page["items"]]
+        served += [v["video_id"] for v in page["items"]]
         cursor = page["next_cursor"]
-        if wanted <= set(order) or not cursor:
+        if until <= set(served) or not cursor:
             break
-    return [v for v in order if v in wanted]
+    return served
+
+
+def _for_you_order(http: Http, wanted: set[str]) -> list[str]:
+    """Where ``wanted`` stand in the anonymous for-you feed (the global ranking); each walk a
+    new anonymous reader (a client address of its own: polling this is many calls)."""
+    http.client_address = random_address()
+    return [v for v in _for_you_served(http, wanted) if v in wanted]
 
 
 def test_a_video_that_holds_viewers_outranks_one_with_equal_likes_swiped_away(
@@ -157,15 +163,6 @@ def test_a_video_a_reader_played_to_the_end_leaves_their_for_you(edge: Http, sta
         eventually(lambda: client.sismember(seen, done["video_id"]), timeout=10)
     finally:
         client.close()
-    served: list[str] = []
-    cursor = ""
-    for _ in range(30):
-        page = edge.get(
-            f"/v1/feed?kind=for_you&page_size=50&cursor={cursor}", token=reader.token
-        ).json()
-        served += [v["video_id"] for v in page["items"]]
-        cursor = page["next_cursor"]
-        if other["video_id"] in served or not cursor:
-            break
+    served = _for_you_served(edge, {other["video_id"]}, token=reader.token)
     assert other["video_id"] in served
     assert done["video_id"] not in served
