@@ -26,6 +26,9 @@ TEMPLATE = ROOT / "cdn" / "nginx.conf.j2"
 PLAYER_DIR = ROOT / "cdn" / "player"
 HLS_JS = ROOT / "cdn" / "node_modules" / "hls.js" / "dist" / "hls.min.js"
 DOCS_DIR = ROOT / "cdn" / "docs"
+WEB_DIR = ROOT / "web"
+# the build without subtitles, alternate audio and DRM: what the web client plays, at 2/3 the size
+HLS_LIGHT_JS = ROOT / "cdn" / "node_modules" / "hls.js" / "dist" / "hls.light.min.js"
 SWAGGER_UI = ROOT / "cdn" / "node_modules" / "swagger-ui-dist"
 # nginx's workers drop root for this user; it owns the cache directory
 WORKER_USER = "nobody"
@@ -87,6 +90,8 @@ def render_media_edge_config(topo: Topology, settings: Settings) -> Path:
         hls_js=HLS_JS,
         docs_dir=DOCS_DIR,
         swagger_ui=SWAGGER_UI,
+        web_dir=WEB_DIR,
+        hls_light_js=HLS_LIGHT_JS,
     )
     path = state / "nginx.conf"
     path.write_text(text)

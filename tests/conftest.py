@@ -3,7 +3,7 @@ two activity_svc instances so load balancing and graceful shutdown can be proven
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import grpc
@@ -12,6 +12,7 @@ import pytest
 from mesh import pki
 from stack.launcher import Stack, ephemeral_env, mesh_channel
 from stack.topology import Topology
+from tests.browser import browser, new_page  # noqa: F401 - fixtures for the browser tests
 from tests.helpers import Http
 
 INSTANCES = {"activity": 2}
@@ -80,3 +81,13 @@ def internal(stack: Stack) -> Iterator[InternalChannels]:
     yield channel
     for c in channels.values():
         c.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Each phase's report on the test item (``item.rep_call``): fixtures see whether it failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

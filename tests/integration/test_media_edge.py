@@ -131,6 +131,32 @@ def test_only_get_and_head_are_answered(edge: Http, stack: Stack) -> None:
         assert e.value.code == 405
 
 
+def test_players_on_other_origins_get_one_cors_answer_and_preflights(
+    edge: Http, stack: Stack
+) -> None:
+    """Storage echoes an Origin in its own CORS headers; a cached copy of those plus the edge's
+    would be two Allow-Origin values, which browsers refuse (the web client is another origin)."""
+    url = publish(edge, sign_up(edge))["playback_url"]
+    for origin in ("http://a.example", "http://b.example"):  # a miss, then a hit
+        request = urllib.request.Request(url, headers={"Origin": origin})  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310
+            assert r.headers.get_all("Access-Control-Allow-Origin") == ["*"]
+    preflight = urllib.request.Request(  # noqa: S310
+        url,
+        method="OPTIONS",
+        headers={
+            "Origin": "http://a.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-player-session",
+        },
+    )
+    with urllib.request.urlopen(preflight, timeout=10) as r:  # noqa: S310
+        assert r.status == 204
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        assert "GET" in r.headers["Access-Control-Allow-Methods"]
+        assert r.headers["Access-Control-Allow-Headers"] == "*"
+
+
 @pytest.mark.parametrize(
     "value",
     [

@@ -9,6 +9,7 @@ from google.api import annotations_pb2
 
 from stack.envoy_config import contract_routes
 from stack.launcher import Stack
+from tests.browser import DESKTOP, NewPage
 from tests.helpers import Http
 from tiktok.v1 import activity_pb2, feed_pb2, upload_pb2
 
@@ -51,23 +52,14 @@ def test_the_document_is_not_writable(edge: Http) -> None:
     assert edge.post("/openapi.json", {}).status == 404
 
 
-def test_docs_render_every_operation_in_a_real_browser(edge: Http, stack: Stack) -> None:
-    from playwright.sync_api import sync_playwright
-
-    from tests.integration.test_playback_browser import CHROMIUM, CHROMIUM_ARGS
-
+def test_docs_render_every_operation_in_a_real_browser(
+    edge: Http, stack: Stack, new_page: NewPage
+) -> None:
     assert edge.get("/docs/assets/swagger-ui-bundle.js").status == 200
     moved = edge.get("/docs")
     assert (moved.status, moved.headers["location"]) == (301, "/docs/")  # same origin
     operations = sum(len(ops) for ops in edge.get("/openapi.json").json()["paths"].values())
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{stack.topo.edge_port}/docs/")
-            page.wait_for_function(
-                f"document.querySelectorAll('.opblock').length === {operations}", timeout=30_000
-            )
-            assert "tiktok-mesh REST API" in page.inner_text(".info")
-        finally:
-            browser.close()
+    page = new_page(DESKTOP)
+    page.goto(f"http://127.0.0.1:{stack.topo.edge_port}/docs/")
+    page.wait_for_function(f"document.querySelectorAll('.opblock').length === {operations}")
+    assert "tiktok-mesh REST API" in page.inner_text(".info")

@@ -5,45 +5,13 @@ from the media edge; both advance, and a seek lands."""
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Iterator
 
-import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Page
 
 from stack.launcher import Stack
+from tests.browser import NewPage
 from tests.helpers import Http, sign_up
 from tests.videos import portrait_clip, publish, ready
-
-CHROMIUM = "/usr/bin/chromium"  # make test installs Debian's chromium when it is missing
-# a closed network: nothing in the background may try to reach the outside
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    yield page
-    context.close()
 
 
 def _advances(page: Page, element: str, beyond: float) -> None:
@@ -53,8 +21,9 @@ def _advances(page: Page, element: str, beyond: float) -> None:
 
 
 def test_chromium_plays_the_hls_ladder_and_the_original_and_seeks(
-    edge: Http, stack: Stack, page: Page
+    edge: Http, stack: Stack, new_page: NewPage
 ) -> None:
+    page = new_page()
     video = ready(edge, publish(edge, sign_up(edge), portrait_clip())["video_id"])
     query = urllib.parse.urlencode({"hls": video["hls_url"], "mp4": video["playback_url"]})
     errors: list[str] = []
