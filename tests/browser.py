@@ -36,7 +36,9 @@ DESKTOP = {"width": 1280, "height": 800}
 NewPage = Callable[..., Page]
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps an event loop running in this thread
+# while it is open, and tests elsewhere that call asyncio.run() would fail beside it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
