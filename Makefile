@@ -89,7 +89,10 @@ gen/.stamp: $(VENV)/.installed $(PROTOS)
 # The OpenAPI 3 document the edge serves at /openapi.json: protoc-gen-swagger (Debian's
 # golang-grpc-gateway) from the public protos, swagger2openapi (npm, pinned by
 # tools/openapi/package-lock.json) to OpenAPI 3, then stack/openapi.py adds security and errors.
-$(OPENAPI): gen/.stamp $(VENV)/.openapi-tools stack/openapi.py stack/envoy_config.py
+# (the request rules come from the services' own constants)
+OPENAPI_RULES := activity_svc/rules.py activity_svc/views.py upload_svc/rules.py mesh/validation.py \
+  readmodels/objects.py feed_svc/service.py
+$(OPENAPI): gen/.stamp $(VENV)/.openapi-tools stack/openapi.py stack/envoy_config.py $(OPENAPI_RULES)
 	$(PY) -m grpc_tools.protoc -Iprotos --plugin=protoc-gen-swagger=$$(command -v protoc-gen-swagger) \
 	  --swagger_out=allow_merge=true,merge_file_name=api:gen $(PUBLIC_PROTOS)
 	tools/openapi/node_modules/.bin/swagger2openapi gen/api.swagger.json -o gen/openapi.v3.json

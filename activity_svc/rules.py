@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 
 from mesh.errors import InvalidArgument
-from mesh.validation import check_free_text
+from mesh.validation import check_free_text, check_name_text
 
 HANDLE = re.compile(r"[a-z0-9_.]{3,30}")
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
@@ -42,9 +41,7 @@ def check_display_name(display_name: str, handle: str) -> str:
         raise InvalidArgument(
             "display_name", f"must be at most {DISPLAY_NAME_MAX} characters, got {len(name)}"
         )
-    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name):
-        raise InvalidArgument("display_name", "must not contain control characters")
-    return name
+    return check_name_text("display_name", name)
 
 
 COMMENT_MAX = 500

@@ -9,6 +9,7 @@ topology the launcher starts, one endpoint per instance.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,41 @@ class Route:
     sign_in: bool  # limited per client address by the sign-in bucket, not the anonymous one
     callers: tuple[str, ...]  # SPIFFE IDs allowed on the internal listener (INTERNAL_CALLERS)
     token_ignored: bool  # the edge does not look at the access token at all (TOKEN_IGNORED)
+    rest: tuple[str, str] | None  # ("POST", "/v1/users"): its REST mapping, when public
+
+
+@dataclass(frozen=True)
+class RestPath:
+    """One REST path template and the methods it answers; any other method is 405."""
+
+    template: str  # /v1/users/{user_id}
+    regex: str  # what Envoy matches the request path (without the query) against
+    methods: str  # the Allow header: "GET, DELETE"
+
+
+def rest_paths(routes: list[Route]) -> list[RestPath]:
+    by_template: dict[str, list[str]] = {}
+    for route in routes:
+        if route.rest:
+            by_template.setdefault(route.rest[1], []).append(route.rest[0])
+    return [
+        RestPath(template, _template_regex(template), ", ".join(sorted(methods)))
+        for template, methods in sorted(by_template.items())
+    ]
+
+
+def _template_regex(template: str) -> str:
+    """``/v1/users/{user_id}/videos`` → ``^/v1/users/[^/]+/videos$`` (one segment per variable)."""
+    parts = re.split(r"\{[^}]*\}", template)
+    return "^" + "[^/]+".join(re.escape(part) for part in parts) + "$"
+
+
+def _rest_mapping(options: MethodOptions) -> tuple[str, str] | None:
+    if not options.HasExtension(http_annotations.http):
+        return None
+    rule = options.Extensions[http_annotations.http]
+    verb = rule.WhichOneof("pattern")
+    return verb.upper(), re.sub(r"=[^}]*", "", getattr(rule, verb))
 
 
 def _method_route(method: MethodDescriptor, cluster: str) -> Route:
@@ -82,6 +118,7 @@ def _method_route(method: MethodDescriptor, cluster: str) -> Route:
         sign_in=path in SIGN_IN_METHODS,
         callers=tuple(i.spiffe_id for i in INTERNAL_CALLERS.get(path, ())),
         token_ignored=path in TOKEN_IGNORED,
+        rest=_rest_mapping(options),
     )
 
 
@@ -179,6 +216,7 @@ def render_envoy_configs(
                 admin_port=admin_port,
                 media_port=topo.media_port,
                 routes=role_routes,
+                rest_paths=rest_paths(role_routes) if role == "edge" else [],
                 tls=_tls(settings, identity),
                 **common,
             )

@@ -63,3 +63,30 @@ def test_docs_render_every_operation_in_a_real_browser(
     page.goto(f"http://127.0.0.1:{stack.topo.edge_port}/docs/")
     page.wait_for_function(f"document.querySelectorAll('.opblock').length === {operations}")
     assert "tiktok-mesh REST API" in page.inner_text(".info")
+
+
+def test_the_document_is_valid_openapi_3_1_with_the_services_rules(edge: Http) -> None:
+    from openapi_spec_validator import validate
+
+    document = edge.get("/openapi.json").json()
+    validate(document)
+    assert document["openapi"] == "3.1.0"
+    schemas = document["components"]["schemas"]
+    user = schemas["v1CreateUserRequest"]
+    assert user["required"] == ["handle", "password"]
+    assert user["properties"]["handle"]["pattern"] == "^[a-z0-9_.]{3,30}$"
+    assert user["properties"]["password"]["minLength"] == 8
+    assert schemas["v1CreateUploadRequest"]["properties"]["size_bytes"]["maximum"] == 64 * 2**20
+    comments = document["paths"]["/v1/videos/{video_id}/comments"]
+    assert comments["post"]["parameters"][0]["schema"]["format"] == "uuid"
+    assert "video_id" not in schemas["v1CreateCommentRequest"]["properties"]  # from the path
+
+
+def test_a_path_with_a_method_it_does_not_answer_is_405_naming_the_ones_it_does(
+    edge: Http,
+) -> None:
+    r = edge.request("PATCH", "/v1/users/01a23c1e-4141-75b6-b8ba-80dc4f0c4d8b", {})
+    assert (r.status, r.headers["allow"], r.json()["code"]) == (405, "GET", 12)
+    assert edge.get("/v1/follows").headers["allow"] == "POST"
+    assert edge.request("PUT", "/v1/sessions:refresh", {}).status == 405
+    assert edge.get("/v1/no-such-thing").status == 404

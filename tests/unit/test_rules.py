@@ -36,7 +36,13 @@ def test_display_name_is_trimmed_and_defaults_to_handle() -> None:
     assert check_display_name("  Ana  ", "ana") == "Ana"
     assert check_display_name("   ", "ana") == "ana"
     assert check_display_name("Ana 🎬", "ana") == "Ana 🎬"
-    for bad in ("x" * 51, "a\x00b", "a\u202eb"):
+    # emoji sequences keep their joiners and tags (a family, the flag of Scotland)
+    for emoji in (
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+        "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f",
+    ):
+        assert check_display_name(f"Ana {emoji}", "ana") == f"Ana {emoji}"
+    for bad in ("x" * 51, "a\x00b", "a\u202eb", "a\u200bb", "a\ufeffb", "a\nb"):
         with pytest.raises(InvalidArgument) as e:
             check_display_name(bad, "ana")
         assert e.value.field == "display_name"
