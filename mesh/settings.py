@@ -81,6 +81,8 @@ class Settings:
     jwt_ttl_seconds: int
     refresh_token_ttl_seconds: int
     edge_port: int
+    # where the web client is served from: the origins object storage lets PUT uploads (CORS)
+    web_origins: tuple[str, ...]
     internal_host: str
     internal_port: int
     hot_creator_followers: int
@@ -153,6 +155,13 @@ class Settings:
             jwt_ttl_seconds=int(env.get("JWT_TTL_SECONDS", "900")),
             refresh_token_ttl_seconds=int(env.get("REFRESH_TOKEN_TTL_SECONDS", str(30 * 86400))),
             edge_port=edge_port,
+            web_origins=tuple(
+                o.strip()
+                for o in env.get(
+                    "WEB_ORIGINS", f"http://127.0.0.1:{edge_port},http://localhost:{edge_port}"
+                ).split(",")
+                if o.strip()
+            ),
             internal_host=env.get("INTERNAL_HOST", "127.0.0.1"),
             internal_port=int(env.get("INTERNAL_PORT", "8081")),
             hot_creator_followers=int(env.get("HOT_CREATOR_FOLLOWERS", "10000")),

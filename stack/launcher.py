@@ -181,7 +181,9 @@ class Stack:
         # the bucket may take a moment after the gateway answers: the filer must be up too
         bucket_probe = Proc("s3-bucket", [], self.topo.data_dir / "logs" / "seaweedfs.log")
         client = s3_client(s)
-        took = bucket_probe.wait_ready(lambda: servers.ensure_bucket(client, s.s3_bucket), 60, 0.2)
+        took = bucket_probe.wait_ready(
+            lambda: servers.ensure_bucket(client, s.s3_bucket, s.web_origins), 60, 0.2
+        )
         self.progress(f"  {'bucket':<18} ready {took:5.1f}s  s3://{s.s3_bucket}")
 
     def _secure_postgres(self) -> None:

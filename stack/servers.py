@@ -235,12 +235,27 @@ def s3_ready(endpoint: str) -> bool:
     return True
 
 
-def ensure_bucket(client, bucket: str) -> bool:
+def ensure_bucket(client, bucket: str, web_origins: tuple[str, ...]) -> bool:
+    """The bucket exists, and browsers on the web client's origins may PUT uploads to it
+    (with the two headers a presigned PUT signs); set at every start, so a change applies."""
     try:
         client.head_bucket(Bucket=bucket)
     except client.exceptions.ClientError:
         client.create_bucket(Bucket=bucket)
+    client.put_bucket_cors(
+        Bucket=bucket,
+        CORSConfiguration={"CORSRules": [UPLOAD_CORS | {"AllowedOrigins": list(web_origins)}]},
+    )
     return True
+
+
+# what a browser's presigned PUT needs (README: set the same on a managed bucket)
+UPLOAD_CORS = {
+    "AllowedMethods": ["PUT"],
+    "AllowedHeaders": ["content-type", "cache-control"],
+    "ExposeHeaders": ["ETag"],
+    "MaxAgeSeconds": 3600,
+}
 
 
 def answers(url: str) -> bool:

@@ -1,9 +1,9 @@
 """Headless Chromium for the browser tests: Debian's package (``make test`` installs it when
 missing), driven by Playwright with ``executable_path``; Playwright never downloads a browser.
 
-Each page gets its own browser context (cookies, storage) and its own client address
-(X-Forwarded-For, which the test stack's edge believes from loopback), so per-address limits
-see separate people. A failing test leaves a screenshot of each of its pages in
+Each page gets its own browser context (cookies, storage) and its own client address on its
+API calls (X-Forwarded-For, which the test stack's edge believes from loopback), so per-address
+limits see separate people. A failing test leaves a screenshot of each of its pages in
 ``tests/artifacts/`` (git-ignored), with what its console said."""
 
 from __future__ import annotations
@@ -55,10 +55,15 @@ def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[NewPa
     pages: list[tuple[Page, list[str]]] = []
 
     def make(viewport: dict[str, int] = PHONE) -> Page:
-        context = browser.new_context(
-            viewport=viewport,
-            bypass_csp=True,
-            extra_http_headers={"X-Forwarded-For": random_address()},
+        context = browser.new_context(viewport=viewport, bypass_csp=True)
+        address = random_address()
+        # added below the page (as a proxy would), on API calls only: a header the page itself
+        # sent would make every cross-origin request a CORS preflight no real browser sends
+        context.route(
+            "**/v1/**",
+            lambda route: route.continue_(
+                headers={**route.request.headers, "x-forwarded-for": address}
+            ),
         )
         page = context.new_page()
         page.set_default_timeout(30_000)

@@ -54,16 +54,18 @@ def snapshot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
-def url(stack: Stack, fragment: str = "") -> str:
-    return f"http://127.0.0.1:{stack.topo.edge_port}/{fragment}"
+def url(stack: Stack, fragment: str = "", host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{stack.topo.edge_port}/{fragment}"
 
 
 def playing(page: Page, beyond: float = 0.3) -> None:
     page.wait_for_function(PLAYING, arg=beyond)
 
 
-def sign_up_in(page: Page, stack: Stack, handle: str, password: str = "correct horse") -> None:
-    page.goto(url(stack, "#/signup"))
+def sign_up_in(
+    page: Page, stack: Stack, handle: str, password: str = "correct horse", host: str = "127.0.0.1"
+) -> None:
+    page.goto(url(stack, "#/signup", host))
     page.get_by_label("Handle").fill(handle)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign up").click()
@@ -102,6 +104,7 @@ def test_the_anonymous_feed_plays_the_item_in_view_and_moves_to_the_next(
     )
     figures["shell_transferred_bytes"] = shell
     assert 0 < shell <= SHELL_BUDGET_BYTES
+    snapshot(page, "feed-phone")
     items = page.locator("[data-video-id]")
     assert items.count() >= 2
     assert page.locator(f"{ACTIVE} video").count() == 1  # one <video> per item
@@ -128,12 +131,34 @@ def test_the_anonymous_feed_plays_the_item_in_view_and_moves_to_the_next(
     playing(page, 0)
 
 
+def test_storage_takes_browser_uploads_from_the_clients_origins_only(
+    stack: Stack, edge: Http
+) -> None:
+    path = f"/{stack.settings.s3_bucket}/v/{unique_handle('key')}"
+    for origin, allowed in ((f"http://localhost:{stack.topo.edge_port}", True),
+                            ("http://elsewhere.example", False)):  # fmt: skip
+        preflight = edge.request(
+            "OPTIONS",
+            path,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "PUT",
+                "Access-Control-Request-Headers": "content-type,cache-control",
+            },
+        )
+        assert (preflight.status == 200) is allowed, (origin, preflight.status)
+        if allowed:
+            assert preflight.headers["access-control-allow-origin"] == origin
+
+
 def test_a_person_signs_up_uploads_with_progress_and_watches_it_play_via_hls(
     stack: Stack, edge: Http, new_page: NewPage
 ) -> None:
     page = new_page()
     handle = unique_handle("web")
-    sign_up_in(page, stack, handle)
+    # on localhost: the upload URL names 127.0.0.1, so the PUT is cross-origin, as to a real
+    # bucket (a CORS preflight, answered from the bucket's rules)
+    sign_up_in(page, stack, handle, host="localhost")
 
     page.get_by_role("link", name="Upload").click()
     page.evaluate(
