@@ -58,7 +58,9 @@ def new_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[NewPa
         context = browser.new_context(viewport=viewport, bypass_csp=True)
         address = random_address()
         # added below the page (as a proxy would), on API calls only: a header the page itself
-        # sent would make every cross-origin request a CORS preflight no real browser sends
+        # sent would make every cross-origin request a CORS preflight no real browser sends.
+        # (The handler runs in this process: an API call waits while the test is not inside a
+        # Playwright call, so wait in the browser, e.g. expect_response, not with sleep loops.)
         context.route(
             "**/v1/**",
             lambda route: route.continue_(

@@ -9,7 +9,9 @@
 // is over: `onSignedOut` listeners run and the app shows the sign-in screen.
 
 const STORE = "tiktok.session";
+const LEASE = "tiktok.refreshing"; // where locks are missing (plain http on a LAN address)
 const EARLY_REFRESH_MS = 30_000; // renew this long before the access token expires
+const REFRESH_TIMEOUT_MS = 10_000;
 
 export class ApiError extends Error {
   constructor(status, message, retryAfter = 0) {
@@ -40,6 +42,7 @@ function load() {
 }
 
 let current = load();
+let skew = 0; // the server's clock minus this device's, from the Date header of each answer
 const signedOutListeners = [];
 
 export const session = {
@@ -59,13 +62,15 @@ function keep(reply) {
   current = {
     user: reply.user,
     accessToken: reply.access_token,
-    expiresAt: Date.parse(reply.expires_at),
+    // on this device's clock, which may be off the server's (by `skew`)
+    expiresAt: Date.parse(reply.expires_at) - skew,
     refreshToken: reply.refresh_token,
   };
   localStorage.setItem(STORE, JSON.stringify(current));
 }
 
 function end(reason) {
+  if (!current && !localStorage.getItem(STORE)) return; // already over
   current = null;
   localStorage.removeItem(STORE);
   for (const listener of signedOutListeners) listener(reason);
@@ -79,7 +84,7 @@ window.addEventListener("storage", (event) => {
   if (before && !current) for (const listener of signedOutListeners) listener("");
 });
 
-async function send(method, path, body, token) {
+async function send(method, path, body, token, { timeout = 0, keepalive = false } = {}) {
   const headers = {};
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -89,11 +94,14 @@ async function send(method, path, body, token) {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
-      keepalive: method === "POST" && path === "/v1/views", // plays sent as the page goes away
+      keepalive, // outlives the page (plays sent as it goes away)
+      signal: timeout ? AbortSignal.timeout(timeout) : undefined,
     });
   } catch {
     throw new ApiError(0, "network error");
   }
+  const date = Date.parse(response.headers.get("Date") ?? "");
+  if (date) skew = date - Date.now();
   const text = await response.text();
   let reply = {};
   try {
@@ -121,7 +129,9 @@ async function refresh(spent) {
         return true;
       }
       try {
-        keep(await send("POST", "/v1/sessions:refresh", { refresh_token: spent }));
+        keep(await send("POST", "/v1/sessions:refresh", { refresh_token: spent }, null, {
+          timeout: REFRESH_TIMEOUT_MS,
+        }));
         return true;
       } catch (error) {
         if (error.status === 401 || error.status === 400) {
@@ -132,7 +142,7 @@ async function refresh(spent) {
       }
     };
     try {
-      return navigator.locks ? await navigator.locks.request(STORE, run) : await run();
+      return navigator.locks ? await navigator.locks.request(STORE, run) : await leased(run);
     } finally {
       refreshing = null;
     }
@@ -140,15 +150,48 @@ async function refresh(spent) {
   return refreshing;
 }
 
+// Without Web Locks: a lease in localStorage (owner, expiry) that the other tabs wait out.
+async function leased(run) {
+  const me = crypto.randomUUID();
+  for (let waited = 0; waited < REFRESH_TIMEOUT_MS; waited += 100) {
+    const lease = JSON.parse(localStorage.getItem(LEASE) || "null");
+    if (!lease || lease.until < Date.now()) {
+      localStorage.setItem(LEASE, JSON.stringify({ owner: me, until: Date.now() + REFRESH_TIMEOUT_MS }));
+      await new Promise((resolve) => setTimeout(resolve, 50)); // a racing tab wrote last: it wins
+      if (JSON.parse(localStorage.getItem(LEASE) || "null")?.owner === me) {
+        try {
+          return await run();
+        } finally {
+          localStorage.removeItem(LEASE);
+        }
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return run();
+}
+
 // Calls the API. `query` values that are empty are left out. Signed in, the call carries the
 // access token (renewed first when it is about to expire); a 401 renews it once and retries.
-export async function call(method, path, { body, query } = {}) {
+// `final: true` is a call made as the page goes away: it never refreshes (an expired token is
+// left out and the call goes anonymously) and it outlives the page (keepalive).
+export async function call(method, path, { body, query, final = false } = {}) {
   if (query) {
     const params = new URLSearchParams();
     for (const [key, value] of Object.entries(query)) if (value) params.set(key, value);
     if ([...params].length) path += `?${params}`;
   }
-  if (current && current.expiresAt - Date.now() < EARLY_REFRESH_MS) await refresh(current.refreshToken);
+  if (final) {
+    const token = current && current.expiresAt > Date.now() ? current.accessToken : null;
+    return send(method, path, body, token, { keepalive: true });
+  }
+  if (current && current.expiresAt - Date.now() < EARLY_REFRESH_MS) {
+    try {
+      await refresh(current.refreshToken);
+    } catch (error) {
+      if (!current || current.expiresAt <= Date.now()) throw error; // the token still works: use it
+    }
+  }
   const token = current?.accessToken;
   try {
     return await send(method, path, body, token);
@@ -170,6 +213,8 @@ export async function signIn(handle, password) {
 export async function signOut() {
   try {
     if (current) await call("DELETE", "/v1/sessions/current");
+  } catch {
+    // signed out here whatever the server said; the access token expires on its own
   } finally {
     end("");
   }

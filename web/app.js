@@ -9,7 +9,6 @@ import { session, signOut } from "./api.js";
 import { accountView } from "./account.js";
 import { announce, h } from "./dom.js";
 import { feedView, videoView } from "./feed.js";
-import { flush } from "./plays.js";
 import { profileView } from "./profile.js";
 import { uploadView } from "./upload.js";
 import * as viewer from "./viewer.js";
@@ -21,14 +20,26 @@ let signedOutReason = "";
 
 const SIGNED_IN_ONLY = new Set(["following", "upload"]);
 
+function parts() {
+  try {
+    return location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  } catch {
+    return []; // a mangled link: the feed
+  }
+}
+
 function route() {
-  const [name = "", arg = "", tab = ""] = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  if (view && location.hash && !location.hash.startsWith("#/")) {
+    // an in-page anchor (the skip link): not a screen
+    document.getElementById(location.hash.slice(1))?.focus();
+    return;
+  }
+  const [name = "", arg = "", tab = ""] = parts();
   if (SIGNED_IN_ONLY.has(name) && !session.signedIn) {
     location.replace("#/signin");
     return;
   }
-  flush();
-  view?.destroy();
+  view?.destroy(); // (its plays are reported as it goes)
   const afterSignIn = () => {
     viewer.forget();
     home();
@@ -45,6 +56,7 @@ function route() {
   view = (views[name] ?? views[""])();
   signedOutReason = "";
   main.replaceChildren(view.element);
+  if (document.activeElement === document.body || !document.activeElement?.isConnected) main.focus();
   paintNav(name === "u" && arg === session.user?.user_id ? "me" : name);
 }
 

@@ -63,6 +63,7 @@ export function openComments(video, button) {
   more.addEventListener("click", page);
 
   let form = h("p", {}, h("a", { href: "#/signin" }, "Sign in"), " to comment.");
+  const post = h("button", { type: "submit" }, "Post");
   if (session.signedIn) {
     const text = h("textarea", { id: "comment-text", name: "text", maxlength: COMMENT_MAX, rows: "2", required: true });
     form = h(
@@ -71,7 +72,9 @@ export function openComments(video, button) {
         class: "comment-form",
         onsubmit: async (event) => {
           event.preventDefault();
+          if (post.disabled) return;
           error.hidden = true;
+          post.disabled = true; // a double Enter must not post twice
           try {
             const comment = await call("POST", `/v1/videos/${id(video.video_id)}/comments`, {
               body: { text: text.value },
@@ -83,12 +86,14 @@ export function openComments(video, button) {
           } catch (e) {
             error.textContent = e.description ?? String(e);
             error.hidden = false;
+          } finally {
+            post.disabled = false;
           }
         },
       },
       h("label", { for: "comment-text" }, "Add a comment"),
       text,
-      h("button", { type: "submit" }, "Post"),
+      post,
     );
   }
 
@@ -101,9 +106,13 @@ export function openComments(video, button) {
     error,
     form,
   );
+  // a link inside (an author, "Sign in") leaves the screen: the dialog goes with it
+  const leave = () => dialog.close();
+  window.addEventListener("hashchange", leave);
   dialog.addEventListener("close", () => {
+    window.removeEventListener("hashchange", leave);
     dialog.remove();
-    button.focus();
+    if (button.isConnected) button.focus();
   });
   document.body.append(dialog);
   dialog.showModal();

@@ -7,7 +7,7 @@ import { ApiError, call, id, session } from "./api.js";
 import { openComments } from "./comments.js";
 import { announce, count, h, icon } from "./dom.js";
 import { Player } from "./player.js";
-import { PlayTracker } from "./plays.js";
+import { PlayTracker, flush } from "./plays.js";
 import * as viewer from "./viewer.js";
 
 const PAGE_SIZE = 10;
@@ -33,8 +33,12 @@ export class VideoList {
     });
     this.onKey = (event) => this.key(event);
     this.onHidden = () => {
-      if (document.visibilityState === "hidden") this.current?.tracker.finish();
+      if (document.visibilityState !== "hidden") return;
+      this.current?.tracker.finish();
+      flush(true); // a phone may end a hidden tab without another word
     };
+    this.destroyed = false;
+    this.failure = false; // a page failed: load again only when asked (Retry)
     document.addEventListener("keydown", this.onKey);
     document.addEventListener("visibilitychange", this.onHidden);
     this.load();
@@ -45,15 +49,16 @@ export class VideoList {
   }
 
   async load() {
-    if (this.loading || this.done) return this.loading;
+    if (this.loading || this.done || this.failure || this.destroyed) return this.loading;
     this.loading = (async () => {
       try {
         const videos = await this.more();
+        if (this.destroyed) return; // the person moved on while the page was on its way
         if (videos === null) this.done = true;
         else for (const video of videos) this.add(video);
         if (this.done) this.end();
       } catch (error) {
-        this.failed(error);
+        if (!this.destroyed) this.failed(error);
       } finally {
         this.loading = null;
         this.element.setAttribute("aria-busy", "false");
@@ -90,6 +95,7 @@ export class VideoList {
   }
 
   failed(error) {
+    this.failure = true;
     const text = error instanceof ApiError ? error.description : String(error);
     this.element.append(
       h("div", { class: "end", role: "alert" }, text, " ", h("button", { onclick: (e) => this.retry(e) }, "Retry")),
@@ -98,6 +104,7 @@ export class VideoList {
 
   retry(event) {
     event.target.parentElement.remove();
+    this.failure = false;
     this.load();
   }
 
@@ -141,13 +148,13 @@ export class VideoList {
   toggle() {
     const entry = this.current;
     if (!entry) return;
-    if (entry.video.paused) {
-      entry.element.classList.remove("paused");
-      entry.player.play();
-    } else {
-      entry.player.pause();
-      entry.element.classList.add("paused");
-    }
+    const pausing = !entry.video.paused;
+    if (pausing) entry.player.pause();
+    else entry.player.play();
+    entry.element.classList.toggle("paused", pausing);
+    const button = entry.element.querySelector(".playpause");
+    button.setAttribute("aria-pressed", String(pausing));
+    button.replaceChildren(icon(pausing ? "play" : "pause"), h("span", { class: "sr" }, "Paused"));
   }
 
   key(event) {
@@ -172,6 +179,7 @@ export class VideoList {
   }
 
   destroy() {
+    this.destroyed = true;
     document.removeEventListener("keydown", this.onKey);
     document.removeEventListener("visibilitychange", this.onHidden);
     this.observer.disconnect();
@@ -179,6 +187,7 @@ export class VideoList {
       entry.tracker.detach();
       entry.player.release();
     }
+    flush();
   }
 }
 
@@ -198,8 +207,9 @@ function overlay(entry, togglePlay) {
   );
   const comments = h(
     "button",
-    { class: "comments", "aria-label": "Comments", onclick: () => openComments(item, comments) },
+    { class: "comments", onclick: () => openComments(item, comments) },
     icon("comment"),
+    h("span", { class: "sr" }, "Comments: "),
     h("span", { class: "n" }, count(item.comment_count)),
   );
   const mine = session.user?.user_id === item.creator_id;
@@ -215,7 +225,7 @@ function overlay(entry, togglePlay) {
     "button",
     {
       class: "sound",
-      "aria-label": "Sound",
+      "aria-label": "Sound on",
       "aria-pressed": String(!muted),
       onclick: () => {
         muted = !muted;
@@ -252,16 +262,23 @@ function overlay(entry, togglePlay) {
       comments,
       favorite,
       sound,
-      h("button", { class: "playpause", "aria-label": "Pause or play", onclick: togglePlay }, icon("pause")),
+      h(
+        "button",
+        { class: "playpause", "aria-pressed": "false", onclick: togglePlay },
+        icon("pause"),
+        h("span", { class: "sr" }, "Paused"),
+      ),
     ),
   );
 }
 
 function counter(name, label, symbolName, value, on, set) {
+  // the label and the count are both read out ("Like 12"), the icon is not
   const button = h(
     "button",
-    { class: name, "aria-label": label },
+    { class: name },
     icon(symbolName),
+    h("span", { class: "sr" }, `${label} `),
     h("span", { class: "n" }, count(value)),
   );
   button.dataset.count = String(Number(value || 0));
@@ -271,6 +288,8 @@ function counter(name, label, symbolName, value, on, set) {
       location.hash = "#/signin";
       return;
     }
+    if (button.dataset.busy) return; // one call at a time: a double click must not race itself
+    button.dataset.busy = "1";
     const next = button.getAttribute("aria-pressed") !== "true";
     paint(button, next);
     bump(button, next ? 1 : -1);
@@ -280,6 +299,8 @@ function counter(name, label, symbolName, value, on, set) {
       paint(button, !next);
       bump(button, next ? -1 : 1);
       announce(error.description ?? String(error), "error");
+    } finally {
+      delete button.dataset.busy;
     }
   });
   return button;

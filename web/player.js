@@ -27,6 +27,7 @@ export class Player {
         // the ladder failed here: the original still plays
         this.release();
         this.attachOriginal();
+        if (this.wanted) this.play();
       });
       this.hls.loadSource(item.hls_url);
       this.hls.attachMedia(video);
@@ -41,15 +42,17 @@ export class Player {
   }
 
   attachOriginal() {
-    this.video.preload = "auto";
+    // the whole file may be large: the first frames for a preloaded item, all once in view
+    this.video.preload = this.wanted ? "auto" : "metadata";
     this.video.src = this.item.playback_url;
     this.source = "original";
     this.video.dataset.source = this.source;
   }
 
   play() {
-    this.attach();
     this.wanted = true;
+    this.attach();
+    this.video.preload = "auto";
     if (this.hls) this.hls.config.maxBufferLength = 30; // the one in view buffers further
     const attempt = () => {
       this.video.play().catch((error) => {
@@ -72,6 +75,7 @@ export class Player {
   }
 
   release() {
+    if (!this.source) return;
     if (this.hls) this.hls.destroy();
     this.hls = null;
     this.source = "";

@@ -12,12 +12,13 @@ const MIN_WATCHED_MS = 1_000; // shorter plays do not count: not worth a request
 const pending = [];
 let timer = 0;
 
-export function flush() {
+// `final`: the page is going away (hidden, closed): the request must outlive it
+export function flush(final = false) {
   clearTimeout(timer);
   timer = 0;
   while (pending.length) {
     const views = pending.splice(0, BATCH);
-    call("POST", "/v1/views", { body: { views } }).catch(() => {
+    call("POST", "/v1/views", { body: { views }, final }).catch(() => {
       // a play is a hint, not a write anyone was promised: dropped when the API is unreachable
     });
   }
@@ -27,13 +28,11 @@ export function report(videoId, watchedMs, completed) {
   if (watchedMs < MIN_WATCHED_MS) return;
   pending.push({ video_id: videoId, watched_ms: Math.round(watchedMs), completed });
   if (pending.length >= BATCH) flush();
-  else timer ||= setTimeout(flush, FLUSH_MS);
+  else timer ||= setTimeout(() => flush(), FLUSH_MS);
 }
 
-document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "hidden") flush();
-});
-window.addEventListener("pagehide", flush);
+// (the feed finishes its current play first, then flushes: see VideoList)
+window.addEventListener("pagehide", () => flush(true));
 
 // One play of one video element: time actually spent playing (not the seek position), and
 // whether it reached the end (the feed loops videos, so an end is a jump back to the start).
@@ -69,13 +68,15 @@ export class PlayTracker {
     this.lastTime = currentTime;
   }
 
-  // The play is over (scrolled away, page hidden, view closed): report it and start afresh.
+  // The play is over (scrolled away, page hidden, view closed): report it and start afresh
+  // (a video still playing, as behind a hidden page, counts on from now as a new play).
   finish() {
     this.hold();
     report(this.videoId, this.watchedMs, this.completed);
     this.watchedMs = 0;
     this.completed = false;
     this.lastTime = 0;
+    if (!this.video.paused) this.resume();
   }
 
   detach() {

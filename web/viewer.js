@@ -14,7 +14,8 @@ const users = new Map(); // user_id -> Promise<User>
 
 export function seed() {
   if (!session.signedIn) return Promise.resolve();
-  const me = id(session.user.user_id);
+  const who = session.user.user_id;
+  const me = id(who);
   const page = { page_size: SEED_PAGE };
   seeded ??= Promise.all([
     call("GET", `/v1/users/${me}/likes`, { query: page }).then((r) => r.videos ?? []),
@@ -22,6 +23,7 @@ export function seed() {
     call("GET", `/v1/users/${me}/following`, { query: page }).then((r) => r.users ?? []),
   ])
     .then(([likes, favorites, following]) => {
+      if (session.user?.user_id !== who) return; // signed out (or in as someone else) meanwhile
       for (const v of likes) state.liked.add(v.video_id);
       for (const v of favorites) state.favorited.add(v.video_id);
       for (const u of following) state.following.add(u.user_id);

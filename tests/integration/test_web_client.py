@@ -110,25 +110,38 @@ def test_the_anonymous_feed_plays_the_item_in_view_and_moves_to_the_next(
     assert page.locator(f"{ACTIVE} video").count() == 1  # one <video> per item
     assert page.evaluate(f"document.querySelector('{ACTIVE} video').muted")
     first = page.locator(ACTIVE).get_attribute("data-video-id")
+    playing(page, 1.5)  # a play long enough to count
 
-    page.keyboard.press("ArrowDown")
-    page.wait_for_function(
-        "(first) => { const a = document.querySelector('[data-video-id].active');"
-        " return a && a.dataset.videoId !== first; }",
-        arg=first,
-    )
-    playing(page)
-    previous = page.locator(f'[data-video-id="{first}"] video')
-    assert previous.evaluate("v => v.paused")
-    # the one after the one in view is already loading (preloaded), with its own source
-    nxt = page.locator(f"{ACTIVE} + [data-video-id] video")
-    if nxt.count():
-        assert nxt.get_attribute("data-source") in ("hls", "original")
+    # leaving the first item ends its play (over a second): reported within a few seconds
+    with page.expect_response(lambda r: r.url.endswith("/v1/views") and r.ok, timeout=30_000):
+        page.keyboard.press("ArrowDown")
+        page.wait_for_function(
+            "(first) => { const a = document.querySelector('[data-video-id].active');"
+            " return a && a.dataset.videoId !== first; }",
+            arg=first,
+        )
+        playing(page)
+        previous = page.locator(f'[data-video-id="{first}"] video')
+        assert previous.evaluate("v => v.paused")
+        # the one after the one in view is already loading (preloaded), with its own source
+        nxt = page.locator(f"{ACTIVE} + [data-video-id] video")
+        if nxt.count():
+            assert nxt.get_attribute("data-source") in ("hls", "original")
 
-    page.keyboard.press(" ")  # Space pauses
-    page.wait_for_function("document.querySelector('[data-video-id].active video').paused")
-    page.keyboard.press(" ")
-    playing(page, 0)
+        page.keyboard.press(" ")  # Space pauses
+        page.wait_for_function("document.querySelector('[data-video-id].active video').paused")
+        page.keyboard.press(" ")
+        playing(page, 0)
+        page.keyboard.press("ArrowUp")  # and back
+        page.wait_for_function(
+            "(first) => document.querySelector('[data-video-id].active')"
+            "?.dataset.videoId === first",
+            arg=first,
+        )
+
+    edge = Http(stack.topo.edge_port)
+    eventually(lambda: int(edge.get(f"/v1/videos/{first}").json()["view_count"]) >= 1, timeout=20)
+    edge.close()
 
 
 def test_storage_takes_browser_uploads_from_the_clients_origins_only(
