@@ -12,10 +12,11 @@ from feed_svc.replicafeed import ReplicaFeed
 from feed_svc.service import FeedService
 from mesh.breaker import Breaker
 from mesh.clients import internal_channel, redis_client
-from mesh.db import open_pool
+from mesh.db import open_reads
 from mesh.redismux import SharedConnection
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
+from mesh.tasks import running
 from readmodels.counters import CounterMirror, VideoCountsSource
 from tiktok.v1 import activity_pb2_grpc, feed_pb2_grpc, precache_pb2_grpc, upload_pb2_grpc
 
@@ -30,25 +31,32 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         CounterMirror(redis), activity_pb2_grpc.ActivityServiceStub(channel), breaker=breaker
     )
     hydrator = Hydrator(redis, upload_pb2_grpc.UploadServiceStub(channel), counts, breaker)
-    # cold pages come from here; with Redis down (or FEED_COLD_PATH_ONLY) every page does
-    replica = await open_pool(settings.database_replica_url, "public", max_size=16)
+    # cold pages come from the replica (the primary while it lags or is down); with Redis
+    # down (or FEED_COLD_PATH_ONLY) every page does
+    reads = await open_reads(
+        settings.database_url,
+        settings.database_replica_url,
+        max_size=16,
+        max_lag=settings.replica_max_lag_seconds,
+    )
     refills = RefillRequests(precache_pb2_grpc.PrecacheServiceStub(channel))
     service = FeedService(
         FeedQueues(redis, shared),
         hydrator,
         refills,
-        ReplicaFeed(replica),
+        ReplicaFeed(reads),
         breaker,
         cold_path_only=settings.feed_cold_path_only,
         anonymous_sessions_per_minute=settings.anon_feed_sessions_per_minute,
     )
     try:
-        yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(service, server)
+        async with running(reads.run()):
+            yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(service, server)
     finally:
         await channel.close(grace=None)
         shared.close()
         await redis.aclose()
-        await replica.close()
+        await reads.close()
 
 
 if __name__ == "__main__":

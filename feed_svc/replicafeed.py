@@ -9,8 +9,8 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
+from mesh.db import ReadRouter
 from mesh.interceptors import DEPENDENCY_ERRORS
 from readmodels import replica
 from readmodels.feed import TRENDING_DAYS, diverse
@@ -22,7 +22,7 @@ DEADLINE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *DEPENDENCY_ER
 
 
 class ReplicaFeed:
-    def __init__(self, pool: AsyncConnectionPool, deadline: float = DEADLINE_SECONDS) -> None:
+    def __init__(self, pool: ReadRouter, deadline: float = DEADLINE_SECONDS) -> None:
         self.pool = pool
         self.deadline = deadline
 

@@ -7,13 +7,19 @@ tables by accident.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
+from prometheus_client import Counter, Gauge
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger("mesh.db")
 
@@ -21,9 +27,16 @@ MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
 async def open_pool(
-    url: str, schema: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 5.0
+    url: str,
+    schema: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    timeout: float = 5.0,
+    wait: bool = True,
 ) -> AsyncConnectionPool:
-    """A pool whose connections use ``schema``; waits until one connection works."""
+    """A pool whose connections use ``schema``; waits until one connection works (unless
+    ``wait`` is false: a store that may be down at start, connected when it comes)."""
     pool = AsyncConnectionPool(
         url,
         min_size=min_size,
@@ -36,7 +49,7 @@ async def open_pool(
         },
         open=False,
     )
-    await pool.open(wait=True, timeout=30)
+    await pool.open(wait=wait, timeout=30)
     return pool
 
 
@@ -91,3 +104,161 @@ async def apply_migrations(url: str, schema: str, directory: Path) -> list[int]:
     if applied_now:
         log.info("migrations applied", extra={"schema": schema, "versions": applied_now})
     return applied_now
+
+
+REPLICA_LAG = Gauge(
+    "db_replica_lag_seconds",
+    "How far the read replica's replay is behind what it has received from the primary "
+    "(0 when caught up; -1 while it cannot be reached or is not streaming).",
+)
+ROUTED_READS = Counter(
+    "db_routed_reads_total",
+    "Reads that could go to the replica, by where they went: replica, primary (the replica is "
+    "down, lagging or not yet caught up with the read's start), replica_stale (the primary "
+    "is down: the replica, however old, beats an error).",
+    ["target"],
+)
+
+
+class ReadRouter:
+    """Reads that may be served by the read replica: a drop-in for a pool's ``connection()``.
+
+    A read goes to the replica when it is streaming, within ``max_lag`` seconds, and has
+    replayed everything the primary had committed when the read began (its WAL position, asked
+    of the primary first): so a reader never misses a write acknowledged before it asked,
+    anyone's, its own included. A replica that has not caught up within ``catch_up`` seconds,
+    lags, or is down sends the read to the primary; a primary that is down or hung (no answer
+    within ``ask_primary``) leaves the replica as it is (stale beats an error). Both waits are
+    well inside the callers' deadlines. ``run()`` watches the replica's lag once a second.
+    """
+
+    def __init__(
+        self,
+        primary: AsyncConnectionPool,
+        replica: AsyncConnectionPool | None,
+        *,
+        max_lag: float = 5.0,
+        catch_up: float = 0.1,
+        ask_primary: float = 0.15,
+    ) -> None:
+        self.primary, self.replica = primary, replica
+        self.max_lag, self.catch_up, self.ask_primary = max_lag, catch_up, ask_primary
+        self.healthy = replica is not None
+        self.primary_down_until = 0.0
+        self._asking: set[asyncio.Future[str | None]] = set()  # questions still out
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if self.replica is not None and self.healthy:
+            position = await self._primary_position()
+            yielded = False
+            try:
+                async with self.replica.connection() as conn:
+                    if position is None or await self._replayed(conn, position):
+                        ROUTED_READS.labels("replica" if position else "replica_stale").inc()
+                        yielded = True
+                        yield conn
+                        return
+            except (psycopg.OperationalError, PoolTimeout):
+                if yielded:
+                    raise  # the caller's read failed on the replica: theirs to handle
+                self.healthy = False
+                log.warning("replica unreachable: reads go to the primary")
+        ROUTED_READS.labels("primary").inc()
+        async with self.primary.connection() as conn:
+            yield conn
+
+    async def _primary_position(self) -> str | None:
+        """The primary's WAL position now; None while it is down or hung (asked again a second
+        after it last failed, so an outage does not cost every read a timeout). The question
+        is left to finish on its own when it times out: cancelling a query on a hung server
+        makes psycopg wait for a cancel request that server never answers."""
+        if time.monotonic() < self.primary_down_until:
+            return None
+        asking = asyncio.ensure_future(self._ask_primary())
+        self._asking.add(asking)
+        asking.add_done_callback(self._answered)
+        try:
+            return await asyncio.wait_for(asyncio.shield(asking), self.ask_primary)
+        except (psycopg.OperationalError, PoolTimeout, TimeoutError):
+            self.primary_down_until = time.monotonic() + 1.0
+            return None
+
+    def _answered(self, asking: asyncio.Future[str | None]) -> None:
+        self._asking.discard(asking)
+        if not asking.cancelled():
+            asking.exception()  # a late failure is expected, not an unretrieved error
+
+    async def _ask_primary(self) -> str | None:
+        async with self.primary.connection() as conn:
+            cur = await conn.execute("SELECT pg_current_wal_lsn()::text")
+            row = await cur.fetchone()
+            return str(row[0]) if row else None
+
+    async def _replayed(self, conn: psycopg.AsyncConnection[Any], position: str) -> bool:
+        """Waits up to ``catch_up`` for the replica to replay ``position``."""
+        deadline = time.monotonic() + self.catch_up
+        while True:
+            cur = await conn.execute(
+                "SELECT coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, true)", [position]
+            )
+            row = await cur.fetchone()
+            if row and row[0]:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        await self.primary.close()
+        if self.replica is not None:
+            await self.replica.close()
+
+    async def run(self) -> None:
+        """Measures the replica's lag every second and decides whether it serves reads."""
+        if self.replica is None:
+            return
+        while True:
+            lag = await self._lag()
+            REPLICA_LAG.set(-1 if lag is None else lag)
+            healthy = lag is not None and lag <= self.max_lag
+            if healthy != self.healthy:
+                log.warning("replica %s", "serves reads again" if healthy else f"lags ({lag} s)")
+            self.healthy = healthy
+            await asyncio.sleep(1.0)
+
+    async def _lag(self) -> float | None:
+        """Seconds of WAL received but not yet replayed; None when the replica cannot be reached
+        or has stopped streaming (its data then ages without showing a lag)."""
+        assert self.replica is not None
+        try:
+            async with asyncio.timeout(1.0), self.replica.connection() as conn:
+                cur = await conn.execute(
+                    "SELECT pg_is_in_recovery(),"
+                    " (SELECT status FROM pg_stat_wal_receiver),"
+                    " CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+                    " ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
+                )
+                row = await cur.fetchone()
+        except (psycopg.OperationalError, PoolTimeout, TimeoutError):
+            return None
+        if row is None:
+            return None
+        in_recovery, status, lag = row
+        if not in_recovery:
+            return 0.0  # "the replica" is a primary (DATABASE_REPLICA_URL unset): never behind
+        if status != "streaming":
+            return None
+        return float(lag or 0)
+
+
+async def open_reads(
+    primary_url: str, replica_url: str, *, max_size: int = 10, max_lag: float = 5.0
+) -> ReadRouter:
+    """The pools of a service's replica reads: the primary's (waited for, as at any start) and
+    the replica's (not waited for: a replica down at start only sends reads to the primary)."""
+    primary = await open_pool(primary_url, "public", max_size=max_size)
+    replica = None
+    if replica_url != primary_url:
+        replica = await open_pool(replica_url, "public", max_size=max_size, wait=False)
+    return ReadRouter(primary, replica, max_lag=max_lag)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from mesh.clients import internal_channel, redis_client
 from mesh.consumer import GroupConsumer
-from mesh.db import open_pool
+from mesh.db import open_reads
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
 from mesh.tasks import every, running
@@ -24,11 +24,15 @@ TRENDING_EVERY_SECONDS = 10
 
 @asynccontextmanager
 async def setup(settings: Settings) -> AsyncIterator[Registrar]:
-    replica = await open_pool(settings.database_replica_url, "public")
+    reads = await open_reads(
+        settings.database_url,
+        settings.database_replica_url,
+        max_lag=settings.replica_max_lag_seconds,
+    )
     redis = redis_client(settings.redis_url)
     channel = internal_channel(settings, "precache")
     stream = FeedStream(feed_pb2_grpc.FeedServiceStub(channel))
-    builder = Builder(replica, stream, settings.hot_creator_followers)
+    builder = Builder(reads, stream, settings.hot_creator_followers)
     refills = RefillQueue(builder)
     name = f"{socket.gethostname()}:{settings.grpc_ports['precache']}"
     # a fan-out can take seconds: another instance claims its events only after a minute
@@ -38,6 +42,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     service = PrecacheService(refills)
     try:
         async with running(
+            reads.run(),
             stream.run(),
             consumer.run(),
             refills.run(),
@@ -50,7 +55,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     finally:
         await channel.close(grace=None)
         await redis.aclose()
-        await replica.close()
+        await reads.close()
 
 
 if __name__ == "__main__":

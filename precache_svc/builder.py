@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter, Histogram
-from psycopg_pool import AsyncConnectionPool
 
 from mesh.consumer import Entry, parse_event
+from mesh.db import ReadRouter
 from precache_svc.stream import FeedStream
 from readmodels import replica
 from readmodels.feed import (
@@ -56,9 +56,7 @@ def batch_id(event_id: str, user_id: str) -> str:
 
 
 class Builder:
-    def __init__(
-        self, replica: AsyncConnectionPool, stream: FeedStream, hot_creator_followers: int
-    ) -> None:
+    def __init__(self, replica: ReadRouter, stream: FeedStream, hot_creator_followers: int) -> None:
         self.replica = replica
         self.stream = stream
         self.hot = hot_creator_followers

@@ -90,6 +90,10 @@ class Stack:
         self.pg_credentials = pgroles.Credentials(
             topo.data_dir / "secrets", HOST, topo.postgres_port
         )
+        # the same roles and passwords on the replica (it replays the primary's catalog)
+        self.replica_credentials = pgroles.Credentials(
+            topo.data_dir / "secrets", HOST, topo.replica_port
+        )
         self.env = self._environment(base_env)
         self.settings = Settings.from_env(self.env)
         # started processes by layer, so stop() can go in reverse
@@ -103,6 +107,8 @@ class Stack:
         secrets = t.data_dir / "secrets"
         if "DATABASE_URL" not in env:  # our own Postgres: the superuser, with its password
             env["DATABASE_URL"] = self.pg_credentials.url(pgroles.SUPERUSER)
+            # and its streaming replica, unless another replica was named
+            env.setdefault("DATABASE_REPLICA_URL", self.replica_credentials.url(pgroles.SUPERUSER))
         if "REDIS_URL" not in env:  # our own Valkey, with a password made on first run
             password = quote(secret_text(secrets / "valkey-password"), safe="")
             env["REDIS_URL"] = f"redis://:{password}@{HOST}:{t.redis_port}/0"
@@ -178,6 +184,8 @@ class Stack:
         self._start_layer(wanted, timeout=60)
         if self._own("DATABASE_URL"):
             self._secure_postgres()
+            if self._own("DATABASE_REPLICA_URL"):
+                self._start_replica()
         # the bucket may take a moment after the gateway answers: the filer must be up too
         bucket_probe = Proc("s3-bucket", [], self.topo.data_dir / "logs" / "seaweedfs.log")
         client = s3_client(s)
@@ -185,6 +193,12 @@ class Stack:
             lambda: servers.ensure_bucket(client, s.s3_bucket, s.web_origins), 60, 0.2
         )
         self.progress(f"  {'bucket':<18} ready {took:5.1f}s  s3://{s.s3_bucket}")
+
+    def _start_replica(self) -> None:
+        password = self.pg_credentials.password(pgroles.REPLICATOR)
+        replica = servers.postgres_replica(self.topo, durable=self.durable, password=password)
+        url = self.replica_credentials.url(pgroles.SUPERUSER)
+        self._start_layer([(replica, lambda: servers.postgres_ready(url))], timeout=60)
 
     def _secure_postgres(self) -> None:
         """Passwords, roles and grants (stack/pgroles.py); on the first start, the switch from
@@ -225,7 +239,7 @@ class Stack:
         if self._own("DATABASE_URL"):  # each service logs in as its own role
             env["DATABASE_URL"] = self.pg_credentials.service_url(inst.spec.name)
             if self._own("DATABASE_REPLICA_URL"):
-                env["DATABASE_REPLICA_URL"] = env["DATABASE_URL"]
+                env["DATABASE_REPLICA_URL"] = self.replica_credentials.service_url(inst.spec.name)
         env[f"{prefix}_GRPC_PORT"] = str(inst.grpc_port)
         env[f"{prefix}_METRICS_PORT"] = str(inst.metrics_port)
         grace = self.settings.shutdown_drain_seconds + self.settings.shutdown_grace_seconds

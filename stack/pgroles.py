@@ -10,6 +10,7 @@ Run by the launcher against its own Postgres after every start (idempotent), as 
 - ``feed_svc`` and ``precache_svc`` log in as members of ``tiktok_reader``, which gets ``USAGE``
   on the two schemas; each owning service's migrations grant it ``SELECT`` on exactly the tables
   ``readmodels.replica`` reads (never users, sessions or credentials).
+- ``replicator`` may only stream WAL: the replica's login for ``pg_basebackup`` and streaming.
 With a managed ``DATABASE_URL`` none of this runs: production gives each service its own URL.
 """
 
@@ -26,6 +27,9 @@ from mesh.keyfiles import secret_text
 
 SUPERUSER = "postgres"
 READER = "tiktok_reader"
+# the streaming replica's login (REPLICATION, nothing else)
+REPLICATOR = "replicator"
+REPLICATION_SLOT = "replica"
 # service → (its login role, the schema it owns or None, whether it reads the others' tables)
 ROLES = {
     "activity": ("activity_svc", "activity", False),
@@ -36,6 +40,7 @@ ROLES = {
 HBA = """# written by the stack at every start: every connection needs a SCRAM password
 host all all 127.0.0.1/32 scram-sha-256
 host all all ::1/128 scram-sha-256
+host replication replicator 127.0.0.1/32 scram-sha-256
 """
 HBA_FIRST_START = """# written by the stack: trusted only until the first start has set passwords
 host all all 127.0.0.1/32 trust
@@ -78,12 +83,16 @@ def bootstrap(creds: Credentials, pgdata: Path) -> bool:
     with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
         _set_password(conn, SUPERUSER, creds.password(SUPERUSER), create=False)
         _ensure_role(conn, READER, login=False)
+        _set_password(conn, REPLICATOR, creds.password(REPLICATOR), create=True)
+        conn.execute(sql.SQL("ALTER ROLE {} REPLICATION").format(_id(REPLICATOR)))
         for role, schema, reads in ROLES.values():
             _set_password(conn, role, creds.password(role), create=True)
             if schema is not None:
                 _own_schema(conn, schema, role)
             if reads:
                 conn.execute(sql.SQL("GRANT {} TO {}").format(_id(READER), _id(role)))
+        # the replica readers watch its WAL receiver (pg_stat_wal_receiver is empty without it)
+        conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(_id(READER)))
         for _, schema, _ in ROLES.values():
             if schema is not None:
                 conn.execute(

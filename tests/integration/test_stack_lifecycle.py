@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from mesh.settings import Settings
@@ -17,7 +18,7 @@ from stack.envoy_config import render_envoy_configs
 from stack.launcher import ROOT, Stack
 from stack.topology import Topology
 from tests.conftest import session_env
-from tests.helpers import Http, sign_up
+from tests.helpers import Http, eventually, sign_up
 
 
 def _pids(stack: Stack) -> list[int]:
@@ -42,7 +43,8 @@ def test_restart_keeps_users_and_tokens_across_a_key_rotation(tmp_path: Path) ->
         pids = _pids(first)
     finally:
         first.stop()
-    assert len(pids) == 3 + 4 + 4  # stores, services, media edge + its metrics, both Envoys
+    # stores (Postgres, its replica, Valkey, SeaweedFS), services, media edge + metrics, Envoys
+    assert len(pids) == 4 + 4 + 4
     assert not [pid for pid in pids if _alive(pid)]
 
     # the README's key rotation, between the two runs
@@ -63,6 +65,10 @@ def test_restart_keeps_users_and_tokens_across_a_key_rotation(tmp_path: Path) ->
         assert edge.get(favorites, token=user.token).status == 200
         assert edge.get(favorites, token=new_token).status == 200
         edge.close()
+        # the replica found its primary on the new ports and streams again
+        with psycopg.connect(second.settings.database_replica_url, autocommit=True) as replica:
+            status = "SELECT status FROM pg_stat_wal_receiver"
+            eventually(lambda: replica.execute(status).fetchone() == ("streaming",), timeout=15)
     finally:
         second.stop()
 

@@ -1,0 +1,104 @@
+"""The read replica: a streaming hot standby of the stack's Postgres that the builder and cold
+feed pages read from; a read never misses a write acknowledged before it asked; with the
+replica down, reads go to the primary and nothing fails."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import urllib.request
+from collections.abc import Iterator
+
+import psycopg
+
+from stack.launcher import Stack
+from stack.procs import Proc
+from tests.feeds import fan_with_one_video, feed, ids
+from tests.helpers import Http, eventually, sign_up
+
+
+def replica_proc(stack: Stack) -> Proc:
+    return next(p for layer in stack.layers for p in layer if p.name == "postgres-replica")
+
+
+def metric(stack: Stack, service: str, name: str) -> float:
+    """The sum of a metric's samples on every instance of ``service``."""
+    total = 0.0
+    for inst in stack.topo.instances_of(service):
+        url = f"http://127.0.0.1:{inst.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            text = r.read().decode()
+        for match in re.finditer(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", text, re.M):
+            total += float(match.group(1))
+    return total
+
+
+def test_the_replica_streams_the_primarys_writes(edge: Http, stack: Stack) -> None:
+    user = sign_up(edge, "replicated")
+    with psycopg.connect(stack.settings.database_replica_url, autocommit=True) as replica:
+        assert replica.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+        status = replica.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+        assert status == ("streaming",)
+
+        def replayed() -> bool:
+            row = replica.execute(
+                "SELECT 1 FROM activity.users WHERE user_id = %s", [user.user_id]
+            ).fetchone()
+            return row is not None
+
+        eventually(replayed, timeout=10)
+    # feed_svc and precache_svc watch its lag (caught up: 0, never -1)
+    eventually(lambda: metric(stack, "feed", "db_replica_lag_seconds") >= 0, timeout=5)
+
+
+def test_the_builder_reads_the_replica_and_sees_writes_made_just_before(
+    edge: Http, stack: Stack
+) -> None:
+    before = metric(stack, "precache", 'db_routed_reads_total{target="replica"}')
+    # a follow's backfill is read right after the follow is written: from the replica, caught up
+    _, fan, video = fan_with_one_video(edge)
+    eventually(lambda: ids(feed(edge, fan)) == [video["video_id"]], timeout=10)
+    assert metric(stack, "precache", 'db_routed_reads_total{target="replica"}') > before
+
+
+@contextlib.contextmanager
+def stopped(stack: Stack, proc: Proc) -> Iterator[None]:
+    proc.send(proc.stop_signal)
+    assert proc.wait(15)
+    try:
+        yield
+    finally:
+        proc.start()
+        url = stack.settings.database_replica_url
+        proc.wait_ready(lambda: _ready(url), 60)
+
+
+def _ready(url: str) -> bool:
+    with psycopg.connect(url, connect_timeout=1) as conn:
+        conn.execute("SELECT 1")
+    return True
+
+
+def test_with_the_replica_down_reads_go_to_the_primary_and_nothing_fails(
+    edge: Http, stack: Stack
+) -> None:
+    replica = replica_proc(stack)
+    with stopped(stack, replica):
+        # a new follower's first following page is cold: built from the replica, which is
+        # down, so from the primary, with the follow just written
+        _, fan, video = fan_with_one_video(edge)
+        assert ids(feed(edge, fan)) == [video["video_id"]]
+        eventually(lambda: metric(stack, "feed", "db_replica_lag_seconds") == -1, timeout=10)
+    # back: it catches up on what it missed and serves reads again
+    eventually(lambda: metric(stack, "feed", "db_replica_lag_seconds") >= 0, timeout=20)
+    user = sign_up(edge, "after")
+    with psycopg.connect(stack.settings.database_replica_url, autocommit=True) as conn:
+        eventually(
+            lambda: (
+                conn.execute(
+                    "SELECT 1 FROM activity.users WHERE user_id = %s", [user.user_id]
+                ).fetchone()
+                is not None
+            ),
+            timeout=10,
+        )
