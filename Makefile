@@ -14,8 +14,9 @@ apt_install = if [ "$$(id -u)" != 0 ]; then echo "missing: $(1) (Debian: apt-get
 
 .PHONY: run test unit lint typecheck protos bench lock clean distclean
 
+# make run INSTANCES=2: every service twice behind Envoy (or INSTANCES=activity=2,feed=3)
 run: $(VENV)/.installed gen/.stamp $(OPENAPI) $(VENV)/.system $(HLS_JS)
-	$(PY) -m stack run
+	INSTANCES="$(INSTANCES)" $(PY) -m stack run
 
 test: lint typecheck gen/.stamp $(OPENAPI) $(VENV)/.system $(VENV)/.browser $(HLS_JS)
 	$(PY) -m pytest

@@ -1,6 +1,7 @@
 """python -m stack run: the whole mesh on embedded servers, until Ctrl-C or SIGTERM.
 
 python -m stack run [--data-dir .data] [--instances activity=2 --instances feed=2]
+INSTANCES=2 python -m stack run    # every service twice (make run INSTANCES=2)
 python -m stack rotate-jwt-key [--data-dir .data]: a new signing key; restart to use it
 """
 
@@ -41,8 +42,16 @@ Ctrl-C stops everything.
 """
 
 
-def parse_counts(pairs: list[str]) -> dict[str, int]:
+def parse_counts(pairs: list[str], every: str = "") -> dict[str, int]:
+    """Instances per service: ``every`` (``INSTANCES``: N for every service, or the same
+    ``service=N,...`` list), then each ``--instances service=N``."""
     counts: dict[str, int] = {}
+    if every.strip().isdigit():
+        counts = {name: int(every) for name in SERVICES_BY_NAME}
+        if int(every) < 1:
+            raise SystemExit(f"INSTANCES wants N >= 1, got {every!r}")
+    elif every.strip():
+        pairs = [p.strip() for p in every.split(",") if p.strip()] + pairs
     for pair in pairs:
         name, _, n = pair.partition("=")
         if name not in SERVICES_BY_NAME:
@@ -65,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    topo = Topology.local(Path(args.data_dir).resolve(), parse_counts(args.instances))
+    topo = Topology.local(
+        Path(args.data_dir).resolve(), parse_counts(args.instances, os.environ.get("INSTANCES", ""))
+    )
     print(f"starting the mesh (state in {topo.data_dir})", flush=True)
     stack = Stack(topo, os.environ, durable=True, progress=lambda line: print(line, flush=True))
     try:
@@ -90,7 +101,17 @@ def run(args: argparse.Namespace) -> int:
         flush=True,
     )
     reported: set[str] = set()
+    control = control_dir(topo.data_dir)
+    control.mkdir(parents=True, exist_ok=True)
+    for stale in control.glob("restart-*"):
+        stale.unlink()  # asked of a run that ended
     while not stopping:
+        for request in sorted(control.glob("restart-*")):
+            service = request.name.removeprefix("restart-")
+            print(f"rolling restart of {service}", flush=True)
+            stack.rolling_restart(service)
+            reported -= {i.name for i in topo.instances_of(service)}
+            request.unlink()  # done: `python -m stack restart` returns
         for proc in stack.dead():
             if proc.name not in reported:
                 reported.add(proc.name)
@@ -100,6 +121,30 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     stack.stop()
     print(f"stopped in {time.monotonic() - t0:.1f}s", flush=True)
+    return 0
+
+
+def control_dir(data_dir: Path) -> Path:
+    """Where ``restart`` leaves requests for the running ``run`` (which owns the processes)."""
+    return data_dir / "control"
+
+
+def restart(args: argparse.Namespace) -> int:
+    """Asks the running mesh for a rolling restart of one service and waits until it is done."""
+    if args.service not in SERVICES_BY_NAME:
+        raise SystemExit(f"unknown service {args.service!r}; one of {list(SERVICES_BY_NAME)}")
+    control = control_dir(Path(args.data_dir).resolve())
+    if not control.is_dir():
+        raise SystemExit(f"no mesh is running on {args.data_dir} (start it with `make run`)")
+    request = control / f"restart-{args.service}"
+    request.touch()
+    deadline = time.monotonic() + args.timeout
+    while request.exists():
+        if time.monotonic() > deadline:
+            request.unlink(missing_ok=True)
+            raise SystemExit(f"the mesh did not restart {args.service} within {args.timeout} s")
+        time.sleep(0.2)
+    print(f"{args.service}: every instance replaced, one at a time", flush=True)
     return 0
 
 
@@ -129,8 +174,13 @@ def main() -> int:
     )  # fmt: skip
     rotate_p = sub.add_parser("rotate-jwt-key", help="make a new access-token signing key")
     rotate_p.add_argument("--data-dir", default=os.environ.get("DATA_DIR", ".data"))
+    restart_p = sub.add_parser("restart", help="rolling restart of one service of the running mesh")
+    restart_p.add_argument("service", help=f"one of {', '.join(SERVICES_BY_NAME)}")
+    restart_p.add_argument("--data-dir", default=os.environ.get("DATA_DIR", ".data"))
+    restart_p.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
-    return run(args) if args.command == "run" else rotate_jwt_key(args)
+    commands = {"run": run, "rotate-jwt-key": rotate_jwt_key, "restart": restart}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

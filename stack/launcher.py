@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -295,6 +296,27 @@ class Stack:
         """Stops every layer, newest first; each layer's processes in parallel."""
         while self.layers:
             stop_all(self.layers.pop())
+
+    def rolling_restart(self, service: str) -> None:
+        """Replaces each instance of ``service`` in turn: SIGTERM (it reports NOT_SERVING,
+        Envoy stops sending it calls, in-flight ones finish), wait for it to exit, start a new
+        process, wait until it serves; then the next. With two or more instances, clients see
+        no failure (Envoy retries onto the others, and always has one)."""
+        for inst in self.topo.instances_of(service):
+            old = self.services[inst.name]
+            old.send(signal.SIGTERM)
+            if not old.wait(old.stop_timeout):
+                old.kill()
+            proc = self.restart_service(inst.name)
+            # the next one stops only once both Envoys send this one calls again
+            for admin in (self.topo.edge_admin_port, self.topo.internal_admin_port):
+                proc.wait_ready(
+                    lambda a=admin, port=inst.grpc_port: servers.envoy_sees_healthy(
+                        a, service, port
+                    ),
+                    30,
+                )
+            self.progress(f"  {inst.name:<18} restarted")
 
     def restart_service(self, instance_name: str) -> Proc:
         """Starts a fresh process for an instance (after it was stopped) and waits for it."""

@@ -360,6 +360,24 @@ def envoy(name: str, config: Path, topo: Topology) -> Proc:
     )
 
 
+def envoy_sees_healthy(admin_port: int, cluster: str, port: int) -> bool:
+    """Envoy's active health check passes for the host on ``port`` in ``cluster``."""
+    url = f"http://{HOST}:{admin_port}/clusters?format=json"
+    with urllib.request.urlopen(url, timeout=1) as r:
+        clusters = json.load(r).get("cluster_statuses", [])
+    for status in clusters:
+        if status.get("name") != cluster:
+            continue
+        for host in status.get("host_statuses", []):
+            address = host.get("address", {}).get("socket_address", {})
+            health = host.get("health_status", {})
+            if address.get("port_value") == port:
+                return not health.get("failed_active_health_check") and (
+                    health.get("eds_health_status") == "HEALTHY"
+                )
+    return False
+
+
 def envoy_ready(admin_port: int) -> bool:
     """Envoy is LIVE and every cluster has at least one healthy host."""
     base = f"http://{HOST}:{admin_port}"
