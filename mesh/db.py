@@ -220,6 +220,11 @@ class ReadRouter:
             return
         while True:
             lag = await self._lag()
+            if lag:
+                # WAL that arrived a moment ago after a quiet spell reads as the whole quiet
+                # spell (the last replayed transaction is that old): look again once replayed
+                await asyncio.sleep(0.05)
+                lag = await self._lag()
             REPLICA_LAG.set(-1 if lag is None else lag)
             healthy = lag is not None and lag <= self.max_lag
             if healthy != self.healthy:

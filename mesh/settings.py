@@ -48,6 +48,8 @@ class Settings:
     database_replica_url: str
     # a replica further behind than this (seconds) serves no reads until it catches up
     replica_max_lag_seconds: float
+    # the embedded Valkey's memory bound (Valkey's units: 1gb, 512mb)
+    valkey_maxmemory: str
     redis_url: str
     s3_endpoint: str
     s3_bucket: str
@@ -126,6 +128,7 @@ class Settings:
             database_url=database_url,
             database_replica_url=env.get("DATABASE_REPLICA_URL") or database_url,
             replica_max_lag_seconds=float(env.get("REPLICA_MAX_LAG_SECONDS", "5")),
+            valkey_maxmemory=env.get("VALKEY_MAXMEMORY", "1gb"),
             redis_url=env.get("REDIS_URL", "redis://127.0.0.1:63790/0"),
             s3_endpoint=env.get("S3_ENDPOINT", "http://127.0.0.1:8333"),
             s3_bucket=env.get("S3_BUCKET", "videos"),

@@ -177,7 +177,7 @@ class Stack:
             wanted.append((pg, lambda: servers.postgres_ready(s.database_url)))
         if self._own("REDIS_URL"):
             password = unquote(urlsplit(s.redis_url).password or "")
-            valkey = servers.valkey(self.topo, password)
+            valkey = servers.valkey(self.topo, password, s.valkey_maxmemory)
             wanted.append((valkey, lambda: servers.valkey_ready(s.redis_url)))
         if self._own("S3_ENDPOINT"):
             weed = servers.seaweedfs(self.topo, s.s3_access_key, s.s3_secret_key, s.s3_bucket)

