@@ -3,29 +3,19 @@ of the contract with its method, and says which need the bearer token."""
 
 from __future__ import annotations
 
-import re
-
-from google.api import annotations_pb2
-
 from stack.envoy_config import contract_routes
 from stack.launcher import Stack
 from tests.browser import DESKTOP, NewPage
 from tests.helpers import Http
-from tiktok.v1 import activity_pb2, feed_pb2, upload_pb2
 
 
 def _http_rules() -> dict[str, tuple[str, str]]:
-    """Each public method's (HTTP method, path template), read from the protos."""
-    rules = {}
-    for module in (activity_pb2, upload_pb2, feed_pb2):
-        for service in module.DESCRIPTOR.services_by_name.values():
-            for method in service.methods:
-                options = method.GetOptions()
-                if options.HasExtension(annotations_pb2.http):
-                    rule = options.Extensions[annotations_pb2.http]
-                    verb = rule.WhichOneof("pattern")
-                    rules[method.name] = (verb, re.sub(r"=[^}]*", "", getattr(rule, verb)))
-    return rules
+    """Each public method's (HTTP method, path template), from the protos' http rules."""
+    return {
+        r.path.rsplit("/", 1)[1]: (r.rest[0].lower(), r.rest[1])
+        for r in contract_routes()
+        if r.rest
+    }
 
 
 def test_the_edge_serves_an_openapi_3_document_of_every_public_route(edge: Http) -> None:
