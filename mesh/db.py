@@ -191,7 +191,9 @@ class ReadRouter:
 
     async def _ask_primary(self) -> str | None:
         async with self.primary.connection() as conn:
-            cur = await conn.execute("SELECT pg_current_wal_lsn()::text")
+            # the insert position, not the write position: with synchronous_commit off, a
+            # commit already acknowledged may not have been written yet
+            cur = await conn.execute("SELECT pg_current_wal_insert_lsn()::text")
             row = await cur.fetchone()
             return str(row[0]) if row else None
 
