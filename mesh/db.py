@@ -260,7 +260,12 @@ class ReadRouter:
 
 
 async def open_reads(
-    primary_url: str, replica_url: str, *, max_size: int = 10, max_lag: float = 5.0
+    primary_url: str,
+    replica_url: str,
+    *,
+    max_size: int = 10,
+    max_lag: float = 5.0,
+    catch_up: float = 0.1,
 ) -> ReadRouter:
     """The pools of a service's replica reads: the primary's (waited for, as at any start) and
     the replica's (not waited for: a replica down at start only sends reads to the primary)."""
@@ -268,4 +273,4 @@ async def open_reads(
     replica = None
     if replica_url != primary_url:
         replica = await open_pool(replica_url, "public", max_size=max_size, wait=False)
-    return ReadRouter(primary, replica, max_lag=max_lag)
+    return ReadRouter(primary, replica, max_lag=max_lag, catch_up=catch_up)

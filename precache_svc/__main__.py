@@ -28,6 +28,8 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         settings.database_url,
         settings.database_replica_url,
         max_lag=settings.replica_max_lag_seconds,
+        # background work can wait for the replica to catch up (the feed's reads cannot)
+        catch_up=1.0,
     )
     redis = redis_client(settings.redis_url)
     channel = internal_channel(settings, "precache")
