@@ -262,6 +262,7 @@ class ReadRouter:
 async def open_reads(
     primary_url: str,
     replica_url: str,
+    schema: str = "public",
     *,
     max_size: int = 10,
     max_lag: float = 5.0,
@@ -269,8 +270,8 @@ async def open_reads(
 ) -> ReadRouter:
     """The pools of a service's replica reads: the primary's (waited for, as at any start) and
     the replica's (not waited for: a replica down at start only sends reads to the primary)."""
-    primary = await open_pool(primary_url, "public", max_size=max_size)
+    primary = await open_pool(primary_url, schema, max_size=max_size)
     replica = None
     if replica_url != primary_url:
-        replica = await open_pool(replica_url, "public", max_size=max_size, wait=False)
+        replica = await open_pool(replica_url, schema, max_size=max_size, wait=False)
     return ReadRouter(primary, replica, max_lag=max_lag, catch_up=catch_up)

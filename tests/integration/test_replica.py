@@ -4,6 +4,7 @@ replica down, reads go to the primary and nothing fails."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import urllib.request
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 
 import psycopg
 
+from mesh.db import ROUTED_READS, open_reads
 from stack.launcher import Stack
 from stack.procs import Proc
 from tests.feeds import fan_with_one_video, feed, ids
@@ -51,14 +53,49 @@ def test_the_replica_streams_the_primarys_writes(edge: Http, stack: Stack) -> No
     eventually(lambda: metric(stack, "feed", "db_replica_lag_seconds") >= 0, timeout=5)
 
 
-def test_the_builder_reads_the_replica_and_sees_writes_made_just_before(
+def test_a_routed_read_sees_a_row_written_just_before_once_the_replica_has_replayed_it(
     edge: Http, stack: Stack
 ) -> None:
-    before = metric(stack, "precache", 'db_routed_reads_total{target="replica"}')
-    # a follow's backfill is read right after the follow is written: from the replica, caught up
+    """The router asks the primary where its WAL is, then reads the replica once it has
+    replayed that far: a write acknowledged before the read is seen, and from the replica."""
+    settings = stack.settings
+
+    async def main() -> tuple[bool, float]:
+        # a generous catch-up: this test is about where the read goes, not how fast
+        reads = await open_reads(
+            settings.database_url, settings.database_replica_url, "activity", catch_up=10.0
+        )
+        try:
+            served = ROUTED_READS.labels("replica")._value.get()
+            user = sign_up(edge, "routed")  # acknowledged by the primary
+            async with reads.connection() as conn:
+                cur = await conn.execute("SELECT 1 FROM users WHERE user_id = %s", [user.user_id])
+                found = await cur.fetchone() is not None
+            return found, ROUTED_READS.labels("replica")._value.get() - served
+        finally:
+            await reads.close()
+
+    found, replica_reads = asyncio.run(main())
+    assert found
+    assert replica_reads == 1
+
+
+def test_the_builder_reads_through_the_router_and_sees_writes_made_just_before(
+    edge: Http, stack: Stack
+) -> None:
+    routed = 'db_routed_reads_total{target="%s"}'
+    targets = ("replica", "primary", "replica_stale")
+
+    def reads() -> float:
+        return sum(metric(stack, "precache", routed % t) for t in targets)
+
+    before = reads()
+    # a publish is fanned out from the creator's followers read right after the follow
     _, fan, video = fan_with_one_video(edge)
-    eventually(lambda: ids(feed(edge, fan)) == [video["video_id"]], timeout=10)
-    assert metric(stack, "precache", 'db_routed_reads_total{target="replica"}') > before
+    assert ids(feed(edge, fan)) == [video["video_id"]]
+    assert reads() > before
+    # and over the session the replica, not the primary, has served the builder's reads
+    assert metric(stack, "precache", routed % "replica") > 0
 
 
 @contextlib.contextmanager
