@@ -1,5 +1,5 @@
 """python -m activity_svc: settings → migrations → pools, Redis, UploadService stub → the outbox
-relay and the counter consumer → serve."""
+relay, the counter consumer and the reconciler → serve."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from activity_svc.counters import CounterConsumer, prune_applied_events
 from activity_svc.credentials import Passwords, TokenIssuer
+from activity_svc.reconcile import reconcile
 from activity_svc.service import ActivityService
 from activity_svc.sessions import Sessions
 from activity_svc.signin_limit import SignInLimit
@@ -60,6 +61,11 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
             every(600, "prune applied events", lambda: prune_applied_events(pool, redis)),
             every(600, "forget idle consumers", consumer.group.forget_idle_consumers),
             every(3600, "prune ended sessions", sessions.prune),
+            every(
+                settings.reconcile_every_seconds,
+                "reconcile counters",
+                lambda: reconcile(pool, mirror, wait=False),
+            ),
         ):
             yield lambda server: activity_pb2_grpc.add_ActivityServiceServicer_to_server(
                 service, server

@@ -33,7 +33,9 @@ from tiktok.v1 import events_pb2
 
 log = logging.getLogger("activity_svc.counters")
 
-GROUP = "counters"
+GROUP = keys.COUNTERS_GROUP
+# each batch holds it shared; the reconciler (reconcile.py) exclusively, while it recounts
+RECOUNT_LOCK = f"counters:{GROUP}"
 PRUNE_BATCH = 10_000
 
 _SIGNS = {"created": 1, "deleted": -1, "published": 1}
@@ -131,6 +133,9 @@ class CounterConsumer:
         updated: list[tuple[str, store.CounterRow]] = []
         if by_id:
             async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock_shared(hashtext(%s))", [RECOUNT_LOCK]
+                )
                 fresh = await store.mark_events_applied(conn, list(by_id))
                 deltas = deltas_of(by_id[i] for i in fresh)
                 tables: tuple[tuple[store.CounterTable, dict[uuid.UUID, list[int]]], ...] = (
@@ -149,8 +154,12 @@ class CounterConsumer:
                         conn, deltas_of(e for i, e in by_id.items() if i not in fresh)
                     )
         await self.mirror.write(
-            users=[_counts(r, USER_FIELDS) for table, r in updated if table == "user_counters"],
-            videos=[_counts(r, VIDEO_FIELDS) for table, r in updated if table == "video_counters"],
+            users=[
+                mirror_counts(r, USER_FIELDS) for table, r in updated if table == "user_counters"
+            ],
+            videos=[
+                mirror_counts(r, VIDEO_FIELDS) for table, r in updated if table == "video_counters"
+            ],
         )
 
     async def _current_rows(
@@ -167,7 +176,7 @@ class CounterConsumer:
         return rows
 
 
-def _counts(row: store.CounterRow, mirrored: tuple[str, ...]) -> Counts:
+def mirror_counts(row: store.CounterRow, mirrored: tuple[str, ...]) -> Counts:
     """What the mirror shows of a counter row: the first ``len(mirrored)`` counts."""
     return Counts(str(row.entity_id), row.counts[: len(mirrored)], row.version)
 
@@ -177,10 +186,13 @@ async def prune_applied_events(
 ) -> int:
     """Forgets the ids of events that can no longer be delivered again.
 
-    Only a pending entry (read, not acknowledged) is delivered again, and it was added to the
-    stream before it was applied, so ids applied before the oldest pending entry was added are
-    safe to forget. The margin covers a relay that sends an event twice (it crashed between
-    XADD and its commit): the copy follows the original within seconds.
+    An event is delivered again while it is pending (read, not acknowledged) or while its
+    outbox row is kept (not yet acknowledged by every group: the relay sends it again if Redis
+    loses it). Both were added before they were applied, so ids applied before the oldest
+    pending entry was added and before this service's oldest outbox row was written are safe
+    to forget. The margin covers what this service cannot see: a relay that sent an event twice
+    (it crashed between XADD and its commit) and other services' outbox rows kept because a
+    group lags, for up to ``margin_seconds``.
     """
     try:
         summary = await client.xpending(keys.EVENTS_STREAM, GROUP)
@@ -193,6 +205,10 @@ async def prune_applied_events(
     if oldest:
         oldest_ms = int((oldest.decode() if isinstance(oldest, bytes) else oldest).split("-")[0])
         horizon = min(horizon, oldest_ms / 1000)
+    async with pool.connection() as conn:
+        kept = await store.oldest_outbox_event(conn)
+    if kept is not None:
+        horizon = min(horizon, kept)
     removed = 0
     while True:  # in batches, each within the statement timeout
         async with pool.connection() as conn:

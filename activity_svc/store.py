@@ -501,6 +501,14 @@ async def record_completions(
     )
 
 
+async def oldest_outbox_event(conn: AsyncConnection) -> float | None:
+    """When the oldest event still in the outbox was written (seconds since the epoch): it may
+    be relayed again, so its id must stay known as applied."""
+    cur = await conn.execute("SELECT extract(epoch FROM min(created_at))::float8 FROM outbox")
+    row = await cur.fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 async def prune_applied_events(conn: AsyncConnection, before_epoch: float, limit: int) -> int:
     """Deletes up to ``limit`` ids applied before ``before_epoch`` (applied_events_by_time)."""
     cur = await conn.execute(

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 EVENTS_STREAM = "events"  # the outbox relays' destination; capped with MAXLEN
 EVENTS_STREAM_MAXLEN = 1_000_000
+# The consumer groups of the events stream: an outbox row is kept until all have acknowledged it
+COUNTERS_GROUP = "counters"  # activity_svc's counters
+PRECACHE_GROUP = "precache"  # precache_svc's feed builder
+CONSUMER_GROUPS = (COUNTERS_GROUP, PRECACHE_GROUP)
 
 
 def video_card(video_id: str) -> str:

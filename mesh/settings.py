@@ -48,6 +48,8 @@ class Settings:
     database_replica_url: str
     # a replica further behind than this (seconds) serves no reads until it catches up
     replica_max_lag_seconds: float
+    # seconds between recounts of the counters from their source rows (activity_svc/reconcile.py)
+    reconcile_every_seconds: float
     # the embedded Valkey's memory bound (Valkey's units: 1gb, 512mb)
     valkey_maxmemory: str
     redis_url: str
@@ -128,6 +130,7 @@ class Settings:
             database_url=database_url,
             database_replica_url=env.get("DATABASE_REPLICA_URL") or database_url,
             replica_max_lag_seconds=float(env.get("REPLICA_MAX_LAG_SECONDS", "5")),
+            reconcile_every_seconds=float(env.get("RECONCILE_EVERY_SECONDS", "3600")),
             valkey_maxmemory=env.get("VALKEY_MAXMEMORY", "1gb"),
             redis_url=env.get("REDIS_URL", "redis://127.0.0.1:63790/0"),
             s3_endpoint=env.get("S3_ENDPOINT", "http://127.0.0.1:8333"),

@@ -7,6 +7,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from mesh import keys
 from mesh.clients import internal_channel, redis_client
 from mesh.consumer import GroupConsumer
 from mesh.db import open_reads
@@ -18,7 +19,7 @@ from precache_svc.service import PrecacheService, RefillQueue
 from precache_svc.stream import FeedStream
 from tiktok.v1 import feed_pb2_grpc, precache_pb2_grpc
 
-GROUP = "precache"
+GROUP = keys.PRECACHE_GROUP
 TRENDING_EVERY_SECONDS = 10
 
 
