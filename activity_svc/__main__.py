@@ -17,7 +17,7 @@ from activity_svc.signin_limit import SignInLimit
 from activity_svc.videos import VideoDirectory
 from activity_svc.views import ViewDedup
 from mesh.clients import internal_channel, redis_client
-from mesh.db import apply_migrations, open_pool
+from mesh.db import apply_migrations, open_pool, replica_reads
 from mesh.jwtkeys import load_signing_key
 from mesh.outbox import OutboxRelay
 from mesh.server import Registrar, run_service
@@ -40,6 +40,13 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     )
     await apply_migrations(settings.database_url, SCHEMA, MIGRATIONS)
     pool = await open_pool(settings.database_url, SCHEMA, max_size=20)
+    reads = await replica_reads(
+        pool,
+        settings.database_url,
+        settings.database_replica_url,
+        SCHEMA,
+        max_lag=settings.replica_max_lag_seconds,
+    )
     redis = redis_client(settings.redis_url)
     mirror = CounterMirror(redis)
     channel = internal_channel(settings, "activity")
@@ -48,7 +55,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     limit = SignInLimit(redis, settings.signin_max_failures, settings.signin_failure_window_seconds)
     sessions = Sessions(pool, settings.refresh_token_ttl_seconds)
     service = ActivityService(
-        pool, passwords, limit, tokens, sessions, videos, mirror, ViewDedup(redis)
+        pool, reads, passwords, limit, tokens, sessions, videos, mirror, ViewDedup(redis)
     )
     # stable across restarts of this instance, so it resumes its own unacknowledged entries
     consumer = CounterConsumer(
@@ -57,6 +64,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     try:
         async with running(
             OutboxRelay(pool, redis, SCHEMA).run(),
+            reads.run(),
             consumer.run(),
             every(600, "prune applied events", lambda: prune_applied_events(pool, redis)),
             every(600, "forget idle consumers", consumer.group.forget_idle_consumers),
@@ -74,6 +82,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         passwords.close()
         await channel.close(grace=None)
         await redis.aclose()
+        await reads.close()
         await pool.close()
 
 

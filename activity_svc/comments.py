@@ -48,7 +48,7 @@ class CommentRpcs(ServicerBase):
         position = decode_token(request.page_token, kind)
         after = parse_uuid(str(position[0]), "page_token") if position else None
         await self.live_video(video_id)
-        async with self.pool.connection() as conn:
+        async with self.reads.connection() as conn:
             rows = await store.comments_page(conn, video_id, after, size + 1)
         page = rows[:size]
         token = encode_token(kind, [str(page[-1].comment_id)]) if len(rows) > size else ""

@@ -71,7 +71,7 @@ class EngagementRpcs(ServicerBase):
         self, request: activity_pb2.ListLikedVideosRequest, context: grpc.aio.ServicerContext
     ) -> activity_pb2.ListLikedVideosResponse:
         user_id = parse_uuid(request.user_id, "user_id")
-        async with self.pool.connection() as conn:
+        async with self.reads.connection() as conn:
             if not await store.user_exists(conn, user_id):
                 raise NotFound("user", request.user_id)
         videos, token = await self._video_list("likes", user_id, request)
@@ -99,7 +99,7 @@ class EngagementRpcs(ServicerBase):
         more = False
         for _ in range(FILL_ROUNDS):
             need = size - len(collected)
-            async with self.pool.connection() as conn:
+            async with self.reads.connection() as conn:
                 rows = await store.video_pair_page(conn, relation, user_id, cursor, need + 1)
             chunk, more = rows[:need], len(rows) > need
             live = await self.videos.videos([video_id for _, video_id in chunk])
@@ -112,7 +112,7 @@ class EngagementRpcs(ServicerBase):
         return collected, encode_token(kind, [cursor]) if more else ""
 
     async def _fill_video_counts(self, videos: list[common_pb2.Video]) -> None:
-        async with self.pool.connection() as conn:
+        async with self.reads.connection() as conn:
             rows = await store.counters_by_ids(
                 conn, "video_counters", [uuid.UUID(v.video_id) for v in videos]
             )
@@ -126,7 +126,7 @@ class EngagementRpcs(ServicerBase):
         self, request: activity_pb2.BatchGetVideoCountsRequest, context: grpc.aio.ServicerContext
     ) -> activity_pb2.BatchGetVideoCountsResponse:
         ids = list(dict.fromkeys(batch_ids(request.video_ids, "video_ids")))
-        async with self.pool.connection() as conn:
+        async with self.reads.reading() as (conn, current):
             rows = await store.counters_by_ids(conn, "video_counters", ids)
         found = {r.entity_id: r for r in rows}
         # a video never counted yet is mirrored as zeros at version 0: the first real count wins
@@ -136,8 +136,9 @@ class EngagementRpcs(ServicerBase):
             Counts(str(r.entity_id), r.counts[: len(VIDEO_FIELDS)], r.version) for r in entries
         ]
         # read repair in the background: a hung Redis must not slow this answer down (callers
-        # come here precisely when Redis failed them)
-        self.repair.videos(mirrored)
+        # come here precisely when Redis failed them); never from a replica that may be behind
+        if current:
+            self.repair.videos(mirrored)
         return activity_pb2.BatchGetVideoCountsResponse(
             counts=[
                 activity_pb2.VideoCounts(

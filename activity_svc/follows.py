@@ -65,7 +65,7 @@ class FollowRpcs(ServicerBase):
         size = page_size(request.page_size)
         kind = f"{side}:{user_id}"
         after = seq_position(request.page_token, kind)
-        async with self.pool.connection() as conn:
+        async with self.reads.connection() as conn:
             if not await store.user_exists(conn, user_id):
                 raise NotFound("user", request.user_id)
             rows = await store.follow_page(conn, side, user_id, after, size + 1)

@@ -17,6 +17,7 @@ from activity_svc.sessions import Sessions
 from activity_svc.signin_limit import SignInLimit
 from activity_svc.videos import VideoDirectory, VideoRef
 from mesh.auth import require_caller
+from mesh.db import ReadRouter
 from mesh.errors import InvalidArgument, NotFound
 from mesh.pagination import decode_token
 from mesh.proto import timestamp
@@ -30,6 +31,7 @@ class ServicerBase:
     """The dependencies of every RPC group (set by ActivityService.__init__)."""
 
     pool: AsyncConnectionPool  # the primary
+    reads: ReadRouter  # lists and bulk reads: the replica when it is current
     passwords: Passwords
     signin_limit: SignInLimit
     tokens: TokenIssuer

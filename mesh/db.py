@@ -140,8 +140,10 @@ class ReadRouter:
         max_lag: float = 5.0,
         catch_up: float = 0.1,
         ask_primary: float = 0.15,
+        owns_primary: bool = True,
     ) -> None:
         self.primary, self.replica = primary, replica
+        self.owns_primary = owns_primary
         self.max_lag, self.catch_up, self.ask_primary = max_lag, catch_up, ask_primary
         self.healthy = replica is not None
         self.primary_down_until = 0.0
@@ -149,6 +151,14 @@ class ReadRouter:
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self.reading() as (conn, _):
+            yield conn
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], bool]]:
+        """A connection for a read and whether what it reads is known to be current (False:
+        the primary could not be asked, so the replica may be behind: fine to answer with,
+        not to cache)."""
         if self.replica is not None and self.healthy:
             position = await self._primary_position()
             yielded = False
@@ -157,7 +167,7 @@ class ReadRouter:
                     if position is None or await self._replayed(conn, position):
                         ROUTED_READS.labels("replica" if position else "replica_stale").inc()
                         yielded = True
-                        yield conn
+                        yield conn, position is not None
                         return
             except (psycopg.OperationalError, PoolTimeout):
                 if yielded:
@@ -166,7 +176,7 @@ class ReadRouter:
                 log.warning("replica unreachable: reads go to the primary")
         ROUTED_READS.labels("primary").inc()
         async with self.primary.connection() as conn:
-            yield conn
+            yield conn, True
 
     async def _primary_position(self) -> str | None:
         """The primary's WAL position now; None while it is down or hung (asked again a second
@@ -212,7 +222,8 @@ class ReadRouter:
             await asyncio.sleep(0.01)
 
     async def close(self) -> None:
-        await self.primary.close()
+        if self.owns_primary:
+            await self.primary.close()
         if self.replica is not None:
             await self.replica.close()
 
@@ -271,7 +282,29 @@ async def open_reads(
     """The pools of a service's replica reads: the primary's (waited for, as at any start) and
     the replica's (not waited for: a replica down at start only sends reads to the primary)."""
     primary = await open_pool(primary_url, schema, max_size=max_size)
-    replica = None
-    if replica_url != primary_url:
-        replica = await open_pool(replica_url, schema, max_size=max_size, wait=False)
+    replica = await _replica_pool(primary_url, replica_url, schema, max_size)
     return ReadRouter(primary, replica, max_lag=max_lag, catch_up=catch_up)
+
+
+async def replica_reads(
+    primary: AsyncConnectionPool,
+    primary_url: str,
+    replica_url: str,
+    schema: str,
+    *,
+    max_size: int = 10,
+    max_lag: float = 5.0,
+    catch_up: float = 0.1,
+) -> ReadRouter:
+    """Replica reads for a service that writes: its own primary pool (not closed by the
+    router) and a replica pool of its schema."""
+    replica = await _replica_pool(primary_url, replica_url, schema, max_size)
+    return ReadRouter(primary, replica, max_lag=max_lag, catch_up=catch_up, owns_primary=False)
+
+
+async def _replica_pool(
+    primary_url: str, replica_url: str, schema: str, max_size: int
+) -> AsyncConnectionPool | None:
+    if replica_url == primary_url:
+        return None  # no replica: every read goes to the primary
+    return await open_pool(replica_url, schema, max_size=max_size, wait=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mesh.breaker import Breaker
 from mesh.clients import internal_channel, redis_client, s3_client
-from mesh.db import apply_migrations, open_pool
+from mesh.db import apply_migrations, open_pool, replica_reads
 from mesh.outbox import OutboxRelay
 from mesh.server import Registrar, run_service
 from mesh.settings import Settings
@@ -52,7 +52,14 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     )
     cards = Cards(redis, breaker)
     transcode_wanted = asyncio.Event()
-    service = UploadService(Publisher(pool, storage, cards, counts, transcode_wanted))
+    reads = await replica_reads(
+        pool,
+        settings.database_url,
+        settings.database_replica_url,
+        SCHEMA,
+        max_lag=settings.replica_max_lag_seconds,
+    )
+    service = UploadService(Publisher(pool, storage, cards, counts, transcode_wanted), reads)
     relay = OutboxRelay(pool, redis, SCHEMA)
     name = f"{socket.gethostname()}:{settings.grpc_ports['upload']}"
     worker = RenditionWorker(
@@ -68,6 +75,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     try:
         async with running(
             relay.run(),
+            reads.run(),
             worker.run(),
             every(60, "sweep expired uploads", lambda: sweep_expired_uploads(pool, storage)),
             every(60, "sweep reused upload URLs", lambda: sweep_reused_upload_urls(pool, storage)),
@@ -82,6 +90,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     finally:
         await channel.close(grace=None)
         await redis.aclose()
+        await reads.close()
         await pool.close()
 
 

@@ -17,6 +17,7 @@ from google.protobuf import empty_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from mesh.auth import require_caller
+from mesh.db import ReadRouter
 from mesh.errors import InvalidArgument, NotFound, PermissionDenied
 from mesh.outbox import new_event, record_event
 from mesh.pagination import decode_token, encode_token
@@ -35,10 +36,11 @@ MAX_BATCH = 500
 
 
 class UploadService(upload_pb2_grpc.UploadServiceServicer):
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, reads: ReadRouter) -> None:
         # the servicer reads and deletes through the publisher's dependencies; publishing is its job
         self.publisher = publisher
         self.pool = publisher.pool
+        self.reads = reads  # lists and bulk reads: the replica when it is current
         self.storage = publisher.storage
         self.cards = publisher.cards
         self.counts = publisher.counts
@@ -149,7 +151,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         size = page_size(request.page_size)
         position = decode_token(request.page_token, f"videos:{user_id}")
         after = parse_uuid(position[0], "page_token") if position else None
-        async with self.pool.connection() as conn:
+        async with self.reads.connection() as conn:
             rows = await store.videos_by_creator(conn, user_id, after, size + 1)
         page, more = rows[:size], len(rows) > size
         token = encode_token(f"videos:{user_id}", [str(page[-1].video_id)]) if more else ""
@@ -164,11 +166,12 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
             raise InvalidArgument("video_ids", f"at most {MAX_BATCH} ids per call")
         ids = [parse_uuid(v, "video_ids") for v in request.video_ids]
         mask = _checked_read_mask(request)
-        async with self.pool.connection() as conn:
+        async with self.reads.reading() as (conn, current):
             rows = await store.live_videos_by_ids(conn, ids)
         videos = [self.video_message(r) for r in rows]
-        if mask is None:
-            # hydrating callers come here for missing cards
+        if mask is None and current:
+            # hydrating callers come here for missing cards (never cached from a replica that
+            # may be behind: a video deleted meanwhile would come back for a week)
             await self.cards.write(videos, background=True)
         if mask is None or any(path in VIDEO_FIELDS for path in mask.paths):
             await self.counts.fill(videos)

@@ -17,6 +17,7 @@ from stack.launcher import Stack
 from stack.procs import Proc
 from tests.feeds import fan_with_one_video, feed, ids
 from tests.helpers import Http, eventually, sign_up
+from tests.videos import publish
 
 
 def replica_proc(stack: Stack) -> Proc:
@@ -97,6 +98,37 @@ def test_the_builder_reads_through_the_router_and_sees_writes_made_just_before(
     eventually(lambda: reads() > before, timeout=30)
     # and over the session the replica, not the primary, has served the builder's reads
     assert metric(stack, "precache", routed % "replica") > 0
+
+
+def routed(stack: Stack, service: str) -> float:
+    """Reads ``service`` sent through its router, wherever they went."""
+    return sum(
+        metric(stack, service, f'db_routed_reads_total{{target="{t}"}}')
+        for t in ("replica", "primary", "replica_stale")
+    )
+
+
+def test_lists_read_through_the_router_and_show_what_was_written_just_before(
+    edge: Http, stack: Stack
+) -> None:
+    activity, upload = routed(stack, "activity"), routed(stack, "upload")
+    creator, fan = sign_up(edge, "creator"), sign_up(edge, "fan")
+    video = publish(edge, creator)["video_id"]
+    assert [
+        v["video_id"] for v in edge.get(f"/v1/users/{creator.user_id}/videos").json()["videos"]
+    ] == [video]
+    assert edge.post("/v1/follows", {"followee_id": creator.user_id}, token=fan.token).status == 200
+    followers = edge.get(f"/v1/users/{creator.user_id}/followers").json()["users"]
+    assert [u["user_id"] for u in followers] == [fan.user_id]
+    assert edge.post("/v1/likes", {"video_id": video}, token=fan.token).status == 200
+    liked = edge.get(f"/v1/users/{fan.user_id}/likes").json()["videos"]
+    assert [v["video_id"] for v in liked] == [video]
+    said = edge.post(f"/v1/videos/{video}/comments", {"text": "first"}, token=fan.token)
+    assert said.status == 200
+    comments = edge.get(f"/v1/videos/{video}/comments").json()["comments"]
+    assert [c["comment_id"] for c in comments] == [said.json()["comment_id"]]
+    assert routed(stack, "activity") >= activity + 3
+    assert routed(stack, "upload") > upload
 
 
 @contextlib.contextmanager
