@@ -12,14 +12,19 @@ PUBLIC_PROTOS := protos/tiktok/v1/activity.proto protos/tiktok/v1/upload.proto p
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends
 apt_install = if [ "$$(id -u)" != 0 ]; then echo "missing: $(1) (Debian: apt-get install $(1)); run make as root or install it" >&2; exit 1; fi; apt-get update -qq && $(APT_INSTALL) $(1)
 
-.PHONY: run test unit lint typecheck protos bench lock clean distclean
+.PHONY: run test test-cluster unit lint typecheck protos bench faults lock clean distclean
 
 # make run INSTANCES=2: every service twice behind Envoy (or INSTANCES=activity=2,feed=3)
 run: $(VENV)/.installed gen/.stamp $(OPENAPI) $(VENV)/.system $(HLS_JS)
 	INSTANCES="$(INSTANCES)" $(PY) -m stack run
 
+# the whole suite twice: on one Valkey node, then on a 3-node Valkey Cluster (REDIS_CLUSTER=1)
 test: lint typecheck gen/.stamp $(OPENAPI) $(VENV)/.system $(VENV)/.browser $(HLS_JS)
 	$(PY) -m pytest
+	REDIS_CLUSTER=1 $(PY) -m pytest
+
+test-cluster: lint typecheck gen/.stamp $(OPENAPI) $(VENV)/.system $(VENV)/.browser $(HLS_JS)
+	REDIS_CLUSTER=1 $(PY) -m pytest
 
 unit: $(VENV)/.installed gen/.stamp
 	$(PY) -m pytest tests/unit
@@ -43,6 +48,10 @@ bench: $(VENV)/.installed $(VENV)/.bench $(VENV)/.system $(VENV)/.loadgen gen/.s
 	$(PY) -m bench.feed
 	$(PY) -m bench.security
 	$(PY) -m bench.views
+
+# The fault suite: its own stack (two instances of everything), faults under load, the table.
+faults: $(VENV)/.installed $(VENV)/.bench $(VENV)/.system gen/.stamp $(OPENAPI)
+	$(PY) -m bench.faults
 
 $(VENV)/.bench: $(VENV)/.installed requirements-bench.lock
 	$(BIN)/pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements-bench.lock

@@ -47,7 +47,7 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         SCHEMA,
         max_lag=settings.replica_max_lag_seconds,
     )
-    redis = redis_client(settings.redis_url)
+    redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
     mirror = CounterMirror(redis)
     channel = internal_channel(settings, "activity")
     videos = VideoDirectory(upload_pb2_grpc.UploadServiceStub(channel))

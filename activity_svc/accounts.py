@@ -88,8 +88,7 @@ class AccountRpcs(ServicerBase):
         self, request: activity_pb2.GetUserRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.User:
         user_id = parse_uuid(request.user_id, "user_id")
-        async with self.pool.connection() as conn:
-            rows = await store.user_views(conn, [user_id])
+        rows = await self.reads.primary_first(lambda conn: store.user_views(conn, [user_id]))
         if not rows:
             raise NotFound("user", request.user_id)
         return user_message(rows[0])

@@ -205,7 +205,7 @@ async def main() -> None:
 
     settings = Settings.from_env()
     pool = await open_pool(settings.database_url, "activity", max_size=1)
-    redis = redis_client(settings.redis_url)
+    redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
     try:
         print(json.dumps(await reconcile(pool, CounterMirror(redis))))
     finally:

@@ -39,11 +39,17 @@ def run_on_own_stack(
     run: Callable[[Stack], dict],
     env: Mapping[str, str] | None = None,
     instances: Mapping[str, int] | None = None,
+    *,
+    durable: bool = False,
 ) -> dict:
-    """Starts a stack, runs ``run`` on it, stops it; writes results/<name>.json and prints it."""
+    """Starts a stack, runs ``run`` on it, stops it; writes results/<name>.json and prints it.
+    ``durable``: commits flushed before they are acknowledged, as ``make run`` (benchmarks of
+    speed run without, as the test stacks do)."""
     with tempfile.TemporaryDirectory() as tmp:
-        topo = Topology.ephemeral(Path(tmp), dict(instances or {}))
-        stack = Stack(topo, ephemeral_env() | dict(env or {}), durable=False)
+        # BENCH_DATA_DIR: keep the stack's data and logs there, to look at afterwards
+        data_dir = Path(os.environ.get("BENCH_DATA_DIR") or tmp)
+        topo = Topology.ephemeral(data_dir, dict(instances or {}))
+        stack = Stack(topo, ephemeral_env() | dict(env or {}), durable=durable)
         stack.start()
         try:
             results = run(stack)

@@ -23,8 +23,9 @@ from tiktok.v1 import activity_pb2_grpc, feed_pb2_grpc, precache_pb2_grpc, uploa
 
 @asynccontextmanager
 async def setup(settings: Settings) -> AsyncIterator[Registrar]:
-    redis = redis_client(settings.redis_url)
-    shared = SharedConnection(settings.redis_url, redis)
+    redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
+    # one connection for every page read, on a single node (a cluster client routes by key)
+    shared = None if settings.redis_cluster else SharedConnection(settings.redis_url, redis)
     channel = internal_channel(settings, "feed")
     breaker = Breaker("redis")  # one per process: a hung Redis is skipped by every path
     counts = VideoCountsSource(
@@ -54,7 +55,8 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
             yield lambda server: feed_pb2_grpc.add_FeedServiceServicer_to_server(service, server)
     finally:
         await channel.close(grace=None)
-        shared.close()
+        if shared is not None:
+            shared.close()
         await redis.aclose()
         await reads.close()
 

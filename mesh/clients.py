@@ -3,7 +3,8 @@ because a hung server (socket open, no answer) is the usual failure, not a refus
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import boto3
@@ -11,7 +12,9 @@ import grpc
 import hiredis
 import redis.asyncio as aioredis
 from botocore.config import Config
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.retry import Retry
 
 from mesh.pki import INTERNAL_NAME, SERVICE_IDENTITIES
@@ -36,8 +39,22 @@ class _HiredisPackedConnection(aioredis.Connection):
             return super().pack_command(*args)  # raises redis-py's own error for bad values
 
 
-def redis_client(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
-    """An asyncio Redis client that gives up after ``timeout`` seconds instead of retrying on."""
+def redis_client(url: str, *, cluster: bool = False, timeout: float = 2.0) -> aioredis.Redis:
+    """An asyncio Redis client that gives up after ``timeout`` seconds instead of retrying on.
+
+    ``cluster``: ``url`` is one node of a Redis Cluster (REDIS_CLUSTER); the client learns the
+    others and routes each key to its slot's node. It is typed as the single-node client: the
+    commands the mesh uses behave alike, and what does not (scripts in pipelines, shared
+    connections) is decided by ``is_cluster``."""
+    if cluster:
+        client = RedisCluster.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),  # one more try after a MOVED or a failed node
+            decode_responses=False,
+        )
+        return cast(aioredis.Redis, client)
     plain = urlsplit(url).scheme == "redis"  # rediss:// and unix:// keep their own connections
     return aioredis.from_url(
         url,
@@ -48,6 +65,39 @@ def redis_client(url: str, *, timeout: float = 2.0) -> aioredis.Redis:
         health_check_interval=30,
         decode_responses=False,
     )
+
+
+async def execute(pipe: aioredis.client.Pipeline) -> list[Any]:
+    """``pipe.execute()``, and the pipeline's connection back to the pool whatever happens:
+    redis-py loads a pipeline's scripts on a connection it takes before its own cleanup
+    starts, so a failure there (Valkey still loading its data after a restart) kept that
+    connection out of the pool for good. `make faults` found activity_svc's pool drained that
+    way (every later call: MaxConnectionsError) after Valkey came back."""
+    try:
+        return await pipe.execute()
+    finally:
+        await pipe.reset()  # type: ignore[no-untyped-call]
+
+
+def is_cluster(client: object) -> bool:
+    return isinstance(client, RedisCluster | ClusterPipeline)
+
+
+async def queue_script(
+    pipe: aioredis.client.Pipeline,
+    script: AsyncScript,
+    keys: Sequence[str],
+    args: Sequence[str | int | float],
+) -> None:
+    """Queues ``script`` on a pipeline. A single node's pipeline loads the script before it
+    runs (EVALSHA); a cluster pipeline cannot, and a node may not have it (restarted, new): the
+    source goes along (EVAL; each node compiles it once and caches it).
+
+    Send such a pipeline with ``execute``, not ``pipe.execute()``."""
+    if is_cluster(pipe):
+        pipe.eval(cast(str, script.script), len(keys), *keys, *args)
+    else:
+        await script(keys=list(keys), args=list(args), client=pipe)
 
 
 def s3_client(settings: Settings, *, endpoint: str | None = None) -> S3Client:

@@ -129,7 +129,7 @@ class GroupConsumer:
                 log.warning("%s consumer waiting for its stores: %r", self.group, e)
                 read_from = "0"
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, 1.0)  # back within a second of the store
             except Exception:
                 log.exception("%s consumer failed; retrying its pending entries", self.group)
                 read_from = "0"

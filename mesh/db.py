@@ -11,10 +11,10 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import psycopg
 from prometheus_client import Counter, Gauge
@@ -22,8 +22,56 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 log = logging.getLogger("mesh.db")
+T = TypeVar("T")
 
 MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+class Pool(AsyncConnectionPool):
+    """A pool that fails fast while its server is unreachable: once a caller timed out waiting
+    for a connection while connecting failed, callers fail at once for ``UNREACHABLE_SECONDS``
+    (unless a connection is idle by then) instead of each waiting out the timeout; and a
+    connection found broken (the server restarted) has the idle ones checked, so the others
+    are replaced before a caller gets them."""
+
+    UNREACHABLE_SECONDS = 1.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unreachable_until = 0.0
+        self._connect_errors = 0
+        self._checking: asyncio.Task[None] | None = None
+
+    @asynccontextmanager
+    async def connection(
+        self, timeout: float | None = None
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        if time.monotonic() < self.unreachable_until and not self.get_stats().get("pool_available"):
+            raise PoolTimeout(f"{self.name}: the database was unreachable a moment ago")
+        got = False
+        try:
+            async with super().connection(timeout) as conn:
+                got = True
+                try:
+                    yield conn
+                except psycopg.OperationalError:
+                    if conn.broken:
+                        self._check_soon()
+                    raise
+        except PoolTimeout:
+            if not got:
+                errors = self.get_stats().get("connections_errors", 0)
+                if errors > self._connect_errors:
+                    self.unreachable_until = time.monotonic() + self.UNREACHABLE_SECONDS
+                self._connect_errors = errors
+            raise
+
+    def failing(self) -> bool:
+        return time.monotonic() < self.unreachable_until
+
+    def _check_soon(self) -> None:
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(self.check())
 
 
 async def open_pool(
@@ -32,12 +80,14 @@ async def open_pool(
     *,
     min_size: int = 1,
     max_size: int = 10,
-    timeout: float = 5.0,
+    timeout: float = 1.0,
     wait: bool = True,
 ) -> AsyncConnectionPool:
     """A pool whose connections use ``schema``; waits until one connection works (unless
-    ``wait`` is false: a store that may be down at start, connected when it comes)."""
-    pool = AsyncConnectionPool(
+    ``wait`` is false: a store that may be down at start, connected when it comes). A caller
+    waits at most ``timeout`` for a connection: with the database down, a write answers
+    UNAVAILABLE within it (and the next ones at once, see ``Pool``)."""
+    pool = Pool(
         url,
         min_size=min_size,
         max_size=max_size,
@@ -141,12 +191,19 @@ class ReadRouter:
         catch_up: float = 0.1,
         ask_primary: float = 0.15,
         owns_primary: bool = True,
+        stale_ok: bool = True,
     ) -> None:
         self.primary, self.replica = primary, replica
         self.owns_primary = owns_primary
+        # False: a read whose freshness cannot be checked goes to the primary instead (a
+        # builder that caches what it reads must not cache a replica that may be behind)
+        self.stale_ok = stale_ok
         self.max_lag, self.catch_up, self.ask_primary = max_lag, catch_up, ask_primary
-        self.healthy = replica is not None
+        self.healthy = replica is not None  # streaming, within max_lag: serves current reads
+        self.reachable = replica is not None  # answers at all (stale reads, primary down)
         self.primary_down_until = 0.0
+        self._last_lag: float | None = 0.0
+        self._slow_answers = 0
         self._asking: set[asyncio.Future[str | None]] = set()  # questions still out
 
     @asynccontextmanager
@@ -161,22 +218,69 @@ class ReadRouter:
         not to cache)."""
         if self.replica is not None and self.healthy:
             position = await self._primary_position()
-            yielded = False
+            if position is not None or self.stale_ok:
+                yielded = False
+                try:
+                    async with self.replica.connection() as conn:
+                        if position is None or await self._replayed(conn, position):
+                            ROUTED_READS.labels("replica" if position else "replica_stale").inc()
+                            yielded = True
+                            yield conn, position is not None
+                            return
+                except (psycopg.OperationalError, PoolTimeout):
+                    if yielded:
+                        raise  # the caller's read failed on the replica: theirs to handle
+                    self.healthy = self.reachable = False
+                    log.warning("replica unreachable: reads go to the primary")
+        # the primary; with it down too, a replica that still answers (behind, or cut off from
+        # the primary: a replica stops streaming when its primary stops) beats an error
+        fallback = self.stale_ok and self.replica is not None and self.reachable
+        # (a hung primary answers no position within ask_primary: it would hang the read too;
+        # and a replica cut off mid-record shows a lag that only grows while it is hung)
+        if fallback and await self._primary_position() is None:
+            async with self._stale() as conn:
+                yield conn, False
+            return
+        yielded = False
+        try:
+            async with self.primary.connection() as conn:
+                ROUTED_READS.labels("primary").inc()
+                yielded = True
+                yield conn, True
+                return
+        except (psycopg.OperationalError, PoolTimeout):
+            if yielded or not fallback:
+                raise
+            self.primary_down_until = time.monotonic() + 1.0
+            log.warning("primary unreachable: the replica answers, however far behind")
+        async with self._stale() as conn:
+            yield conn, False
+
+    @asynccontextmanager
+    async def _stale(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        assert self.replica is not None
+        ROUTED_READS.labels("replica_stale").inc()
+        async with self.replica.connection() as conn:
+            yield conn
+
+    async def primary_first(
+        self, read: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]
+    ) -> T:
+        """``read`` on the primary (a single, current read: no position to ask first), or on
+        the replica while the primary is down or fails it: stale beats an error. A primary that
+        failed is skipped for a second, so an outage costs one read a failed attempt, not all."""
+        fallback = self.replica is not None and self.reachable
+        if not fallback or time.monotonic() >= self.primary_down_until:
             try:
-                async with self.replica.connection() as conn:
-                    if position is None or await self._replayed(conn, position):
-                        ROUTED_READS.labels("replica" if position else "replica_stale").inc()
-                        yielded = True
-                        yield conn, position is not None
-                        return
-            except (psycopg.OperationalError, PoolTimeout):
-                if yielded:
-                    raise  # the caller's read failed on the replica: theirs to handle
-                self.healthy = False
-                log.warning("replica unreachable: reads go to the primary")
-        ROUTED_READS.labels("primary").inc()
-        async with self.primary.connection() as conn:
-            yield conn, True
+                async with self.primary.connection() as conn:
+                    return await read(conn)
+            except (psycopg.OperationalError, PoolTimeout) as e:
+                if not fallback:
+                    raise
+                self.primary_down_until = time.monotonic() + 1.0
+                log.warning("primary failed a read, the replica answers: %r", e)
+        async with self._stale() as conn:
+            return await read(conn)
 
     async def _primary_position(self) -> str | None:
         """The primary's WAL position now; None while it is down or hung (asked again a second
@@ -228,16 +332,20 @@ class ReadRouter:
             await self.replica.close()
 
     async def run(self) -> None:
-        """Measures the replica's lag every second and decides whether it serves reads."""
+        """Measures the replica's lag every second and decides whether it serves reads; while
+        the primary is down, asks it every second whether it is back, so no request waits to
+        find out."""
         if self.replica is None:
             return
         while True:
+            await self._watch_primary()
             lag = await self._lag()
             if lag:
                 # WAL that arrived a moment ago after a quiet spell reads as the whole quiet
                 # spell (the last replayed transaction is that old): look again once replayed
                 await asyncio.sleep(0.05)
                 lag = await self._lag()
+            self._last_lag = lag
             REPLICA_LAG.set(-1 if lag is None else lag)
             healthy = lag is not None and lag <= self.max_lag
             if healthy != self.healthy:
@@ -245,9 +353,31 @@ class ReadRouter:
             self.healthy = healthy
             await asyncio.sleep(1.0)
 
+    async def _watch_primary(self) -> None:
+        pool = self.primary if isinstance(self.primary, Pool) else None
+        down = time.monotonic() < self.primary_down_until
+        if not down and not (pool is not None and pool.failing()):
+            return  # requests find out soon enough; no question while all is well
+        try:
+            conninfo = cast(str, self.primary.conninfo)
+            kwargs = dict(cast(dict[str, Any], self.primary.kwargs) or {})
+            kwargs["connect_timeout"] = 1
+            async with asyncio.timeout(1.0):
+                conn = await psycopg.AsyncConnection.connect(conninfo, **kwargs)
+                await conn.close()
+        except (psycopg.OperationalError, TimeoutError):
+            self.primary_down_until = time.monotonic() + 1.5  # until the next question
+            if pool is not None:
+                pool.unreachable_until = self.primary_down_until
+            return
+        self.primary_down_until = 0.0
+        if pool is not None:
+            pool.unreachable_until = 0.0
+
     async def _lag(self) -> float | None:
         """Seconds of WAL received but not yet replayed; None when the replica cannot be reached
-        or has stopped streaming (its data then ages without showing a lag)."""
+        or has stopped streaming (its data then ages without showing a lag). Notes whether it
+        answered at all (``reachable``)."""
         assert self.replica is not None
         try:
             async with asyncio.timeout(1.0), self.replica.connection() as conn:
@@ -258,8 +388,18 @@ class ReadRouter:
                     " ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END"
                 )
                 row = await cur.fetchone()
-        except (psycopg.OperationalError, PoolTimeout, TimeoutError):
+        except TimeoutError:
+            # slow, not gone (a loaded machine): the last verdict stands for a few seconds
+            self._slow_answers += 1
+            if self._slow_answers < 3:
+                return self._last_lag
+            self.reachable = False
             return None
+        except (psycopg.OperationalError, PoolTimeout):
+            self.reachable = False
+            return None
+        self._slow_answers = 0
+        self.reachable = row is not None
         if row is None:
             return None
         in_recovery, status, lag = row
@@ -278,12 +418,13 @@ async def open_reads(
     max_size: int = 10,
     max_lag: float = 5.0,
     catch_up: float = 0.1,
+    stale_ok: bool = True,
 ) -> ReadRouter:
     """The pools of a service's replica reads: the primary's (waited for, as at any start) and
     the replica's (not waited for: a replica down at start only sends reads to the primary)."""
     primary = await open_pool(primary_url, schema, max_size=max_size)
     replica = await _replica_pool(primary_url, replica_url, schema, max_size)
-    return ReadRouter(primary, replica, max_lag=max_lag, catch_up=catch_up)
+    return ReadRouter(primary, replica, max_lag=max_lag, catch_up=catch_up, stale_ok=stale_ok)
 
 
 async def replica_reads(

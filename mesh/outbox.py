@@ -213,7 +213,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except DEPENDENCY_ERRORS as e:
-                backoff = min(max(backoff * 2, 0.1), 5.0)
+                backoff = min(max(backoff * 2, 0.1), 1.0)  # back within a second of the store
                 log.warning("outbox relay waiting for its stores: %r", e)
             except Exception:
                 backoff = 1.0

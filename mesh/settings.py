@@ -53,6 +53,8 @@ class Settings:
     # the embedded Valkey's memory bound (Valkey's units: 1gb, 512mb)
     valkey_maxmemory: str
     redis_url: str
+    # REDIS_URL is a node of a Redis Cluster (the embedded stack then runs a 3-node cluster)
+    redis_cluster: bool
     s3_endpoint: str
     s3_bucket: str
     s3_access_key: str
@@ -133,6 +135,7 @@ class Settings:
             reconcile_every_seconds=float(env.get("RECONCILE_EVERY_SECONDS", "3600")),
             valkey_maxmemory=env.get("VALKEY_MAXMEMORY", "1gb"),
             redis_url=env.get("REDIS_URL", "redis://127.0.0.1:63790/0"),
+            redis_cluster=env.get("REDIS_CLUSTER", "0") == "1",
             s3_endpoint=env.get("S3_ENDPOINT", "http://127.0.0.1:8333"),
             s3_bucket=env.get("S3_BUCKET", "videos"),
             # no well-known default: the stack makes a pair on first run for its own S3

@@ -29,10 +29,12 @@ async def setup(settings: Settings) -> AsyncIterator[Registrar]:
         settings.database_url,
         settings.database_replica_url,
         max_lag=settings.replica_max_lag_seconds,
-        # background work can wait for the replica to catch up (the feed's reads cannot)
+        # background work can wait for the replica to catch up (the feed's reads cannot), and
+        # what it reads is cached in the queues: never from a replica that may be behind
         catch_up=1.0,
+        stale_ok=False,
     )
-    redis = redis_client(settings.redis_url)
+    redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
     channel = internal_channel(settings, "precache")
     stream = FeedStream(feed_pb2_grpc.FeedServiceStub(channel))
     builder = Builder(reads, stream, settings.hot_creator_followers)

@@ -78,7 +78,7 @@ class FeedStream:
                 self._more.set()  # wakes the old iterator so it sees it is stale and ends
             self.reconnects += 1
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            backoff = min(backoff * 2, 1.0)
 
     async def _requests(self, generation: int) -> AsyncIterator[feed_pb2.FeedBatch]:
         while generation == self._generation:

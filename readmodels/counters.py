@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 from mesh import keys
 from mesh.breaker import FAST_READ_SECONDS, Breaker
+from mesh.clients import execute, queue_script
 from mesh.interceptors import DEPENDENCY_ERRORS
 from tiktok.v1 import activity_pb2, activity_pb2_grpc, common_pb2
 
@@ -69,13 +70,14 @@ class CounterMirror:
         ):
             for c in entries:
                 pairs = [x for pair in zip(fields, c.values, strict=True) for x in pair]
-                await self._set_if_newer(  # queued on the pipeline, sent by execute()
-                    keys=[key_of(c.entity_id)],
-                    args=[c.version, MIRROR_TTL_SECONDS, *pairs],
-                    client=pipe,
+                await queue_script(  # sent by execute()
+                    pipe,
+                    self._set_if_newer,
+                    [key_of(c.entity_id)],
+                    [c.version, MIRROR_TTL_SECONDS, *pairs],
                 )
         if len(pipe):
-            await pipe.execute()
+            await execute(pipe)
 
     async def read_videos(self, video_ids: Sequence[str]) -> dict[str, tuple[int, ...]]:
         """The mirrored counts of the videos that have an entry; misses are left out."""

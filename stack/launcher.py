@@ -175,14 +175,28 @@ class Stack:
             hba = pgroles.hba(pgdata)
             pg = servers.postgres(self.topo, durable=self.durable, hba=hba)
             wanted.append((pg, lambda: servers.postgres_ready(s.database_url)))
-        if self._own("REDIS_URL"):
-            password = unquote(urlsplit(s.redis_url).password or "")
+        password = unquote(urlsplit(s.redis_url).password or "")
+        cluster_ports = (self.topo.redis_port, *self.topo.redis_cluster_ports)
+        if self._own("REDIS_URL") and s.redis_cluster:
+            for node, port in enumerate(cluster_ports):
+                proc = servers.valkey(self.topo, password, s.valkey_maxmemory, node=node)
+                url = f"redis://:{quote(password, safe='')}@{HOST}:{port}/0"
+                wanted.append((proc, lambda u=url: servers.valkey_ready(u)))
+        elif self._own("REDIS_URL"):
             valkey = servers.valkey(self.topo, password, s.valkey_maxmemory)
             wanted.append((valkey, lambda: servers.valkey_ready(s.redis_url)))
         if self._own("S3_ENDPOINT"):
             weed = servers.seaweedfs(self.topo, s.s3_access_key, s.s3_secret_key, s.s3_bucket)
             wanted.append((weed, lambda: servers.s3_ready(s.s3_endpoint)))
         self._start_layer(wanted, timeout=60)
+        if self._own("REDIS_URL") and s.redis_cluster:
+            probe = Proc("valkey-cluster", [], self.topo.data_dir / "logs" / "valkey-0.log")
+            took = probe.wait_ready(
+                lambda: servers.form_cluster(cluster_ports, self.topo.redis_bus_ports, password),
+                30,
+                0.2,
+            )
+            self.progress(f"  {'valkey cluster':<18} ready {took:5.1f}s  3 nodes")
         if self._own("DATABASE_URL"):
             self._secure_postgres()
             if self._own("DATABASE_REPLICA_URL"):

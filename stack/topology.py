@@ -48,6 +48,8 @@ class Topology:
     postgres_port: int
     replica_port: int  # the streaming replica (hot standby) of that Postgres
     redis_port: int
+    redis_cluster_ports: tuple[int, int]  # the other two nodes when REDIS_CLUSTER=1
+    redis_bus_ports: tuple[int, int, int]  # the three nodes' cluster bus
     seaweed: SeaweedPorts
     edge_port: int
     internal_port: int
@@ -73,6 +75,8 @@ class Topology:
             postgres_port=54320,
             replica_port=54321,
             redis_port=63790,
+            redis_cluster_ports=(63791, 63792),
+            redis_bus_ports=(63793, 63794, 63795),
             seaweed=SeaweedPorts(9333, 19333, 9340, 19340, 8888, 18888, 8333, 18333),
             edge_port=8080,
             internal_port=8081,
@@ -87,7 +91,7 @@ class Topology:
     def ephemeral(cls, data_dir: Path, counts: Mapping[str, int]) -> Topology:
         """Free ports for every listener (a test session next to a running ``make run``)."""
         n_instances = sum(counts.get(s.name, 1) for s in SERVICES)
-        ports = iter(free_ports(3 + 8 + 6 + 2 * n_instances))
+        ports = iter(free_ports(8 + 8 + 6 + 2 * n_instances))
         instances = tuple(
             Instance(spec, k, next(ports), next(ports))
             for spec in SERVICES
@@ -98,6 +102,8 @@ class Topology:
             postgres_port=next(ports),
             replica_port=next(ports),
             redis_port=next(ports),
+            redis_cluster_ports=(next(ports), next(ports)),
+            redis_bus_ports=(next(ports), next(ports), next(ports)),
             seaweed=SeaweedPorts(*(next(ports) for _ in range(8))),
             edge_port=next(ports),
             internal_port=next(ports),

@@ -10,7 +10,12 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import redis
+
+if TYPE_CHECKING:
+    from stack.launcher import Stack
 
 T = TypeVar("T")
 
@@ -155,3 +160,11 @@ def walk(http: Http, path: str, plural: str, page_size: int, **kw: Any) -> list[
         if not token:
             return items
     raise AssertionError(f"{path} never ended")
+
+
+def valkey(stack: Stack, **kw: Any) -> redis.Redis:
+    """A client of the stack's Valkey: one node, or the cluster (REDIS_CLUSTER=1), whose
+    client routes each key to its node and FLUSHALL to every primary."""
+    if stack.settings.redis_cluster:
+        return redis.RedisCluster.from_url(stack.settings.redis_url, **kw)  # type: ignore[return-value]
+    return redis.Redis.from_url(stack.settings.redis_url, **kw)

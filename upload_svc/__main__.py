@@ -37,7 +37,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 async def setup(settings: Settings) -> AsyncIterator[Registrar]:
     await apply_migrations(settings.database_url, SCHEMA, MIGRATIONS)
     pool = await open_pool(settings.database_url, SCHEMA)
-    redis = redis_client(settings.redis_url)
+    redis = redis_client(settings.redis_url, cluster=settings.redis_cluster)
     client = s3_client(settings)
     storage = Storage(
         client=client,

@@ -136,8 +136,7 @@ class UploadService(upload_pb2_grpc.UploadServiceServicer):
         self, request: upload_pb2.GetVideoRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.Video:
         video_id = parse_uuid(request.video_id, "video_id")
-        async with self.pool.connection() as conn:
-            video = await store.video_by_id(conn, video_id)
+        video = await self.reads.primary_first(lambda conn: store.video_by_id(conn, video_id))
         if video is None or video.deleted_at is not None:
             raise NotFound("video", request.video_id)
         message = self.video_message(video)

@@ -14,7 +14,7 @@ import redis
 
 from mesh import keys
 from stack.launcher import Stack
-from tests.helpers import Http, eventually, in_parallel, sign_up, sign_up_many
+from tests.helpers import Http, eventually, in_parallel, sign_up, sign_up_many, valkey
 from tests.videos import publish
 from tiktok.v1 import events_pb2
 
@@ -62,7 +62,7 @@ def test_events_a_flush_of_valkey_lost_are_relayed_again_and_counted_once(
 ) -> None:
     video = publish(edge, sign_up(edge, "creator"))["video_id"]
     fans = sign_up_many(edge.port, 20, "fan")
-    r = redis.Redis.from_url(stack.settings.redis_url)
+    r = valkey(stack)
     try:
         with builders_down(stack):
             replies = in_parallel(
@@ -109,7 +109,7 @@ def test_the_reconciler_repairs_counts_that_drifted_from_their_rows(
             "UPDATE activity.user_counters SET follower_count = 0 WHERE user_id = %s",
             [creator.user_id],
         )
-    redis.Redis.from_url(stack.settings.redis_url).flushall()  # and the mirror with it
+    valkey(stack).flushall()  # and the mirror with it
     assert like_count(edge, video) == 40
     done = subprocess.run(
         [sys.executable, "-m", "activity_svc.reconcile"],

@@ -10,13 +10,12 @@ import json
 import grpc
 import psycopg
 import pytest
-import redis
 
 from mesh import keys, pki
 from readmodels.feed import GLOBAL_FEED_USER
 from stack.launcher import Stack, mesh_channel
 from tests.feeds import feed, follow, ids
-from tests.helpers import Http, eventually, sign_up, sign_up_many
+from tests.helpers import Http, eventually, sign_up, sign_up_many, valkey
 from tests.videos import READY, publish
 from tiktok.v1 import feed_pb2, feed_pb2_grpc
 
@@ -187,7 +186,7 @@ def test_a_missing_queue_is_served_from_the_replica_and_rebuilt(edge: Http, stac
     videos = [publish(edge, creator) for _ in range(3)]
     # settled: a card changes once more, when its video's ladder is ready
     eventually(lambda: [v["state"] for v in feed(edge, fan)["items"]] == [READY] * 3, 30)
-    r = redis.Redis.from_url(stack.settings.redis_url)
+    r = valkey(stack)
     try:
         r.delete(keys.feed_queue(fan.user_id, "following"))
         page = feed(edge, fan, page_size=2)
@@ -263,7 +262,7 @@ def test_a_signed_in_for_you_reader_gets_a_queue_of_their_own(edge: Http, stack:
     liked, more_of_liked = publish(edge, liked_creator), publish(edge, liked_creator)
     newer_of_other = publish(edge, other)
     assert edge.post("/v1/likes", {"video_id": liked["video_id"]}, token=reader.token).status == 200
-    r = redis.Redis.from_url(stack.settings.redis_url, decode_responses=True)
+    r = valkey(stack, decode_responses=True)
     try:
         ranking = keys.feed_queue(GLOBAL_FEED_USER, "for_you")
         eventually(lambda: r.zscore(ranking, newer_of_other["video_id"]) is not None, 30)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import time
 
-import redis
-
 from feed_svc.queues import ANONYMOUS_WINDOW_SECONDS
 from mesh import keys
 from stack.launcher import Stack
-from tests.helpers import Http, Response, eventually, sign_up
+from tests.helpers import Http, Response, eventually, sign_up, valkey
 
 
 def _refused(r: Response) -> Response | None:
@@ -23,7 +21,7 @@ def test_past_the_cap_new_anonymous_sessions_get_429_and_others_go_on(
     started = edge.get("/v1/feed?page_size=1")  # an anonymous session begun before the cap
     assert started.status == 200, started.body
     cursor = started.json()["next_cursor"]
-    r = redis.Redis.from_url(stack.settings.redis_url)
+    r = valkey(stack)
     window = int(time.time() // ANONYMOUS_WINDOW_SECONDS)
     full = [keys.anonymous_feed_sessions(w) for w in (window, window + 1)]  # a minute may turn
     cap = stack.settings.anon_feed_sessions_per_minute

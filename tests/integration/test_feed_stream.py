@@ -14,6 +14,7 @@ import redis
 from mesh import keys, pki
 from stack.launcher import Stack
 from tests.conftest import InternalChannels
+from tests.helpers import valkey
 from tiktok.v1 import feed_pb2, feed_pb2_grpc
 
 FOLLOWING = feed_pb2.FEED_KIND_FOLLOWING
@@ -27,7 +28,7 @@ def internal_channel(internal: InternalChannels) -> grpc.Channel:
 
 @pytest.fixture
 def queues(stack: Stack) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(stack.settings.redis_url, decode_responses=True)
+    client = valkey(stack, decode_responses=True)
     yield client
     client.close()
 

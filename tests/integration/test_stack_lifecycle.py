@@ -43,8 +43,10 @@ def test_restart_keeps_users_and_tokens_across_a_key_rotation(tmp_path: Path) ->
         pids = _pids(first)
     finally:
         first.stop()
-    # stores (Postgres, its replica, Valkey, SeaweedFS), services, media edge + metrics, Envoys
-    assert len(pids) == 4 + 4 + 4
+    # stores (Postgres, its replica, Valkey or its 3 nodes, SeaweedFS), services, media edge +
+    # metrics, Envoys
+    stores = 6 if first.settings.redis_cluster else 4
+    assert len(pids) == stores + 4 + 4
     assert not [pid for pid in pids if _alive(pid)]
 
     # the README's key rotation, between the two runs

@@ -14,14 +14,13 @@ import botocore.exceptions
 import grpc
 import psycopg
 import pytest
-import redis
 
 from mesh import keys, pki
 from mesh.clients import s3_client
 from stack.launcher import Stack, mesh_channel
 from tests.clips import make_clip, make_png
 from tests.conftest import InternalChannels
-from tests.helpers import Http, eventually, sign_up
+from tests.helpers import Http, eventually, sign_up, valkey
 from tests.videos import (
     LADDER_FIELDS,
     clip,
@@ -165,7 +164,7 @@ def test_only_the_owner_deletes_and_the_blobs_go_away(edge: Http, stack: Stack) 
 def test_publish_and_delete_become_events_and_cards(edge: Http, stack: Stack) -> None:
     user = sign_up(edge)
     video = publish(edge, user)
-    client = redis.Redis.from_url(stack.settings.redis_url)
+    client = valkey(stack)
 
     def settled_card() -> bytes | None:  # rewritten once more when the ladder is ready
         card = client.get(keys.video_card(video["video_id"]))

@@ -3,17 +3,15 @@ evicted; the events stream has none, so it is never dropped to make room."""
 
 from __future__ import annotations
 
-import redis
-
 from mesh import keys
 from stack.launcher import Stack
 from stack.servers import MAXMEMORY_POLICY
-from tests.helpers import Http, eventually, sign_up
+from tests.helpers import Http, eventually, sign_up, valkey
 from tests.videos import publish
 
 
 def test_caches_are_evictable_and_the_events_stream_is_not(edge: Http, stack: Stack) -> None:
-    r = redis.Redis.from_url(stack.settings.redis_url)
+    r = valkey(stack)
     config = r.config_get("maxmemory*")
     assert config["maxmemory-policy"] == MAXMEMORY_POLICY == "volatile-lru"
     assert int(config["maxmemory"]) == 1024**3

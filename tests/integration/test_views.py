@@ -3,11 +3,9 @@ converge exactly, across a restart of every counting instance."""
 
 from __future__ import annotations
 
-import redis
-
 from mesh import keys
 from stack.launcher import Stack
-from tests.helpers import UNKNOWN_ID, Http, eventually, in_parallel, random_address, sign_up
+from tests.helpers import UNKNOWN_ID, Http, eventually, in_parallel, random_address, sign_up, valkey
 from tests.videos import publish
 
 
@@ -157,7 +155,7 @@ def test_a_video_a_reader_played_to_the_end_leaves_their_for_you(edge: Http, sta
     eventually(lambda: set(_for_you_order(edge, ids)) == ids, timeout=30, interval=0.5)
     reader = sign_up(edge, "reader")
     assert views(edge, [play(done["video_id"], completed=True)], token=reader.token).status == 200
-    client = redis.Redis.from_url(stack.settings.redis_url)
+    client = valkey(stack)
     try:  # the builder has passed it on (it marks the video served in the reader's for-you)
         seen = keys.feed_seen(reader.user_id, "for_you")
         eventually(lambda: client.sismember(seen, done["video_id"]), timeout=10)
