@@ -87,6 +87,19 @@ def _like(http: Http, token: str, video_id: str):
     return http.post("/v1/likes", {"video_id": video_id}, token=token)
 
 
+def reconcile_command(stack: Stack) -> dict[str, int]:
+    """``python -m activity_svc.reconcile`` in the services' environment: the rows it repaired."""
+    done = subprocess.run(
+        [sys.executable, "-m", "activity_svc.reconcile"],
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def test_the_reconciler_repairs_counts_that_drifted_from_their_rows(
     edge: Http, stack: Stack
 ) -> None:
@@ -111,29 +124,13 @@ def test_the_reconciler_repairs_counts_that_drifted_from_their_rows(
         )
     valkey(stack).flushall()  # and the mirror with it
     assert like_count(edge, video) == 40
-    done = subprocess.run(
-        [sys.executable, "-m", "activity_svc.reconcile"],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    repaired = json.loads(done.stdout.strip().splitlines()[-1])
+    repaired = reconcile_command(stack)
     assert repaired["video_counters"] >= 1 and repaired["user_counters"] >= 1
     assert like_count(edge, video) == 3
     user = edge.get(f"/v1/users/{creator.user_id}").json()
     assert int(user["follower_count"]) == 3
     # a second run finds nothing more to repair here (others' drift is not this test's)
-    again = subprocess.run(
-        [sys.executable, "-m", "activity_svc.reconcile"],
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert json.loads(again.stdout.strip().splitlines()[-1]) == {
+    assert reconcile_command(stack) == {
         "user_counters": 0,
         "video_counters": 0,
     }
